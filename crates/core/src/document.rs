@@ -1,0 +1,1 @@
+//! The documents mica produces: transcript, speech regions, speaker turns, shots, analysis.

@@ -1,0 +1,1 @@
+//! Time types shared by every document.

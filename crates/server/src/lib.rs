@@ -1,0 +1,3 @@
+//! The HTTP server (SageMaker bring-your-own-container contract) over the engine.
+//!
+//! Not built yet; this crate holds only its place in the workspace.

@@ -16,7 +16,11 @@ fn temp_store(root: &Path) -> Store {
 }
 
 fn manifest_with(sha: &str, converter: &str) -> Manifest {
-    let kind = if converter.is_empty() { "sample" } else { "model" };
+    let kind = if converter.is_empty() {
+        "sample"
+    } else {
+        "model"
+    };
     let converter = if converter.is_empty() {
         String::new()
     } else {
@@ -58,7 +62,10 @@ fn sample_fetch_installs_and_verifies() {
 
     // A changed file is caught by verify, and a forced fetch repairs it.
     std::fs::write(dir.join("a.wav"), b"tampered").unwrap();
-    assert!(matches!(store.verify(asset), Err(ModelError::Damaged { .. })));
+    assert!(matches!(
+        store.verify(asset),
+        Err(ModelError::Damaged { .. })
+    ));
     store.fetch(asset, true).unwrap();
     store.verify(asset).unwrap();
     assert_eq!(leftovers(&store.samples), vec!["x".to_string()]);
@@ -107,7 +114,10 @@ fn failed_conversion_leaves_no_half_model() {
 fn unknown_names_and_bad_specs_are_typed_errors() {
     let err = ensure("whisper-huge-v9").unwrap_err();
     assert!(matches!(err, ModelError::UnknownAsset { .. }));
-    assert!(err.to_string().contains("tiny.en"), "lists known names: {err}");
+    assert!(
+        err.to_string().contains("tiny.en"),
+        "lists known names: {err}"
+    );
     assert!(matches!(
         ModelSpec::parse("hf:only-owner"),
         Err(ModelError::BadSpec(_))

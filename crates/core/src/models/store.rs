@@ -65,7 +65,7 @@ fn cache_root() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::home_dir().map(|h| h.join(".cache")))
-        .unwrap_or_else(|| std::env::temp_dir())
+        .unwrap_or_else(std::env::temp_dir)
         .join("mica")
 }
 
@@ -165,8 +165,8 @@ impl Store {
             return Err(ModelError::NotFetched(asset.name.clone()));
         };
         let record_path = dir.join(RECORD);
-        let text = std::fs::read_to_string(&record_path)
-            .map_err(|e| ModelError::io(&record_path, e))?;
+        let text =
+            std::fs::read_to_string(&record_path).map_err(|e| ModelError::io(&record_path, e))?;
         let record: Record = serde_json::from_str(&text).map_err(|e| ModelError::Damaged {
             path: record_path.clone(),
             reason: format!("unreadable record: {e}"),
@@ -257,7 +257,9 @@ impl ModelSpec {
         let spec = spec.trim();
         if let Some(repo) = spec.strip_prefix("hf:") {
             let valid = repo.split('/').count() == 2
-                && repo.split('/').all(|p| !p.is_empty() && p != "." && p != "..");
+                && repo
+                    .split('/')
+                    .all(|p| !p.is_empty() && p != "." && p != "..");
             if !valid {
                 return Err(ModelError::BadSpec(format!(
                     "{spec:?}: expected hf:owner/repo"
@@ -270,9 +272,7 @@ impl ModelSpec {
             return Ok(ModelSpec::Dir(path.to_path_buf()));
         }
         if spec.contains('/') || spec.contains(std::path::MAIN_SEPARATOR) {
-            return Err(ModelError::BadSpec(format!(
-                "{spec:?}: no such directory"
-            )));
+            return Err(ModelError::BadSpec(format!("{spec:?}: no such directory")));
         }
         Manifest::builtin().get(spec)?;
         Ok(ModelSpec::Named(spec.to_string()))

@@ -58,7 +58,10 @@ pub fn package_file(source: &Source, cache: &Path) -> Result<PathBuf, ModelError
         });
     }
     std::fs::create_dir_all(&dir).map_err(|e| ModelError::io(&dir, e))?;
-    let name = downloaded.file_name().map(PathBuf::from).unwrap_or_default();
+    let name = downloaded
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let target = dir.join(name);
     std::fs::rename(&downloaded, &target).map_err(|e| ModelError::io(&target, e))?;
     Ok(target)

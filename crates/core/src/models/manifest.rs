@@ -154,7 +154,10 @@ impl Manifest {
                 }
                 for part in parts {
                     if !asset.sources.iter().any(|s| s.files.contains_key(part)) {
-                        return bad(format!("{}: concat part {part:?} is not extracted", asset.name));
+                        return bad(format!(
+                            "{}: concat part {part:?} is not extracted",
+                            asset.name
+                        ));
                     }
                 }
             }

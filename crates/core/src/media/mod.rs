@@ -10,6 +10,7 @@
 //! (each also logged with `tracing::warn!`).
 
 mod audio;
+mod describe;
 mod ffmpeg;
 mod mp4;
 mod resample;
@@ -22,6 +23,7 @@ pub use audio::{
     Audio, AudioChunk, AudioOptions, AudioStream, Backend, BackendChoice, SAMPLE_RATE, SourceInfo,
     load_all, load_all_with,
 };
+pub use describe::describe;
 pub use ffmpeg::Tools;
 pub use video::{
     FrameOptions, FrameSource, Rational, VideoFrame, VideoInfo, probe, probe_with, smpte_timecode,

@@ -154,36 +154,12 @@ pub fn probe_with(path: impl AsRef<Path>, tools: &Tools) -> Result<VideoInfo, Me
 }
 
 /// SMPTE timecode `HH:MM:SS:FF` of frame `frame` at `fps`; NTSC rates (29.97, 59.94) use
-/// drop-frame counting and a `;` separator, as editors expect.
+/// drop-frame counting and a `;` separator, as editors expect. A rate that is not positive
+/// gives `00:00:00:00`.
 pub fn smpte_timecode(frame: u64, fps: Rational) -> String {
-    let rate = fps.as_f64();
-    if rate <= 0.0 {
-        return "00:00:00:00".to_string();
-    }
-    let nominal = (rate.round() as u64).max(1);
-    let ntsc = (rate - nominal as f64 * 1000.0 / 1001.0).abs() < 0.005;
-    let drop = ntsc && nominal.is_multiple_of(30);
-    let mut f = frame;
-    if drop {
-        // Frame numbers 0 and 1 (0-3 at 59.94) are skipped each minute except every tenth.
-        let dropped = nominal / 15;
-        let per_ten = nominal * 600 - 9 * dropped;
-        let per_minute = nominal * 60 - dropped;
-        let (tens, rem) = (f / per_ten, f % per_ten);
-        f += 9 * dropped * tens;
-        if rem > dropped {
-            f += dropped * ((rem - dropped) / per_minute);
-        }
-    }
-    let secs = f / nominal;
-    format!(
-        "{:02}:{:02}:{:02}{}{:02}",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60,
-        if drop { ';' } else { ':' },
-        f % nominal
-    )
+    crate::time::FrameRate::broadcast(fps.as_f64())
+        .map(|rate| rate.timecode(frame).to_string())
+        .unwrap_or_else(|_| "00:00:00:00".to_string())
 }
 
 /// How to decode frames.

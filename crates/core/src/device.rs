@@ -176,37 +176,41 @@ fn skip_reason(e: &DeviceError) -> String {
 }
 
 fn open_cuda(ordinal: usize) -> Result<Device, DeviceError> {
-    let spec = DeviceSpec::Cuda(ordinal);
-    if !cfg!(feature = "cuda") {
-        return Err(DeviceError::NotCompiled {
-            spec,
-            feature: "cuda",
-        });
-    }
-    // The CUDA driver bindings panic rather than return an error on some broken driver
-    // installs; a device probe must degrade to "unavailable", not abort the job.
-    match std::panic::catch_unwind(|| Device::new_cuda(ordinal)) {
-        Ok(Ok(device)) => Ok(device),
-        Ok(Err(e)) => Err(DeviceError::Unavailable {
-            spec,
-            reason: e.to_string(),
-        }),
-        Err(_) => Err(DeviceError::Unavailable {
-            spec,
-            reason: "the CUDA driver failed to initialise".to_string(),
-        }),
-    }
+    open_gpu(
+        DeviceSpec::Cuda(ordinal),
+        "cuda",
+        cfg!(feature = "cuda"),
+        "the CUDA driver",
+        || Device::new_cuda(ordinal),
+    )
 }
 
 fn open_metal(ordinal: usize) -> Result<Device, DeviceError> {
-    let spec = DeviceSpec::Metal(ordinal);
-    if !cfg!(feature = "metal") {
-        return Err(DeviceError::NotCompiled {
-            spec,
-            feature: "metal",
-        });
+    open_gpu(
+        DeviceSpec::Metal(ordinal),
+        "metal",
+        cfg!(feature = "metal"),
+        "the Metal device",
+        || Device::new_metal(ordinal),
+    )
+}
+
+/// Opens the GPU `spec` with `open`: [`DeviceError::NotCompiled`] naming `feature` when
+/// `compiled` is false, else [`DeviceError::Unavailable`] when `open` fails or panics
+/// (`backend` names what failed to initialise in the latter case).
+fn open_gpu(
+    spec: DeviceSpec,
+    feature: &'static str,
+    compiled: bool,
+    backend: &str,
+    open: impl FnOnce() -> candle_core::Result<Device> + std::panic::UnwindSafe,
+) -> Result<Device, DeviceError> {
+    if !compiled {
+        return Err(DeviceError::NotCompiled { spec, feature });
     }
-    match std::panic::catch_unwind(|| Device::new_metal(ordinal)) {
+    // The CUDA driver bindings panic rather than return an error on some broken driver
+    // installs; a device probe must degrade to "unavailable", not abort the job.
+    match std::panic::catch_unwind(open) {
         Ok(Ok(device)) => Ok(device),
         Ok(Err(e)) => Err(DeviceError::Unavailable {
             spec,
@@ -214,7 +218,7 @@ fn open_metal(ordinal: usize) -> Result<Device, DeviceError> {
         }),
         Err(_) => Err(DeviceError::Unavailable {
             spec,
-            reason: "the Metal device failed to initialise".to_string(),
+            reason: format!("{backend} failed to initialise"),
         }),
     }
 }

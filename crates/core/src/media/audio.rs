@@ -394,6 +394,41 @@ impl AudioStream {
         Ok(())
     }
 
+    /// A stream over `source` (labelled `label` in errors) whose first decoded `block`,
+    /// with the `warnings` decoding it raised, is sanitized and resampled into the queue.
+    fn primed(
+        label: &Path,
+        source: Source,
+        info: SourceInfo,
+        resampler: Resampler,
+        block: Vec<f32>,
+        warnings: Warnings,
+        options: &AudioOptions,
+    ) -> Result<AudioStream, MediaError> {
+        let mut stream = AudioStream {
+            path: label.to_path_buf(),
+            source,
+            info,
+            resampler,
+            resampled_before: 0,
+            block,
+            queue: VecDeque::with_capacity(options.chunk_samples.saturating_mul(2).min(1 << 22)),
+            chunk: options.chunk_samples,
+            emitted: 0,
+            warnings,
+            state: State::Decoding,
+            non_finite: 0,
+            first_non_finite: None,
+            _spill: None,
+        };
+        stream.sanitize_block();
+        stream
+            .resampler
+            .push(&stream.block, &mut stream.queue)
+            .map_err(|reason| stream.resample_error(reason))?;
+        Ok(stream)
+    }
+
     fn resample_error(&self, reason: String) -> MediaError {
         MediaError::Damaged {
             path: self.path.clone(),
@@ -550,27 +585,15 @@ fn try_symphonia(
         expected_samples: decoder.n_frames.map(|n| expected_len(n, rate)),
     };
     tracing::debug!("{}: decoding with symphonia ({info:?})", label.display());
-    let mut stream = AudioStream {
-        path: label.to_path_buf(),
-        source: Source::Symphonia(decoder),
+    let stream = AudioStream::primed(
+        label,
+        Source::Symphonia(decoder),
         info,
         resampler,
-        resampled_before: 0,
         block,
-        queue: VecDeque::with_capacity(options.chunk_samples.saturating_mul(2).min(1 << 22)),
-        chunk: options.chunk_samples,
-        emitted: 0,
         warnings,
-        state: State::Decoding,
-        non_finite: 0,
-        first_non_finite: None,
-        _spill: None,
-    };
-    stream.sanitize_block();
-    stream
-        .resampler
-        .push(&stream.block, &mut stream.queue)
-        .map_err(|reason| stream.resample_error(reason))?;
+        options,
+    )?;
     Ok(Ok(stream))
 }
 
@@ -629,27 +652,16 @@ fn open_ffmpeg(
         path: label.to_path_buf(),
         reason,
     })?;
-    let mut stream = AudioStream {
-        path: label.to_path_buf(),
-        source: Source::Ffmpeg(source),
+    let mut stream = AudioStream::primed(
+        label,
+        Source::Ffmpeg(source),
         info,
         resampler,
-        resampled_before: 0,
         block,
-        queue: VecDeque::with_capacity(options.chunk_samples.saturating_mul(2).min(1 << 22)),
-        chunk: options.chunk_samples,
-        emitted: 0,
         warnings,
-        state: State::Decoding,
-        non_finite: 0,
-        first_non_finite: None,
-        _spill: spill,
-    };
-    stream.sanitize_block();
-    stream
-        .resampler
-        .push(&stream.block, &mut stream.queue)
-        .map_err(|reason| stream.resample_error(reason))?;
+        options,
+    )?;
+    stream._spill = spill;
     Ok(stream)
 }
 

@@ -64,13 +64,45 @@ pub fn cues(
     turns: Option<&[SpeakerTurn]>,
     opts: &WriterOptions,
 ) -> Result<Vec<Cue>, WriteError> {
+    checked_build(transcript, turns, opts, Label::Markup)
+}
+
+/// [`build`] after checking `opts` and the transcript's times.
+fn checked_build(
+    transcript: &Transcript,
+    turns: Option<&[SpeakerTurn]>,
+    opts: &WriterOptions,
+    label: Label,
+) -> Result<Vec<Cue>, WriteError> {
     opts.validate()?;
     super::check::transcript_times(transcript)?;
-    Ok(build(transcript, turns, opts, Label::Markup))
+    Ok(build(transcript, turns, opts, label))
+}
+
+/// The segments of `transcript` whose text is not empty once normalized, each with that
+/// text and, when `opts.speaker_labels` is on, its speaker (see [`resolve_speaker`]).
+pub(crate) fn spoken_segments<'t>(
+    transcript: &'t Transcript,
+    turns: Option<&'t [SpeakerTurn]>,
+    opts: &WriterOptions,
+) -> impl Iterator<Item = (&'t Segment, String, Option<String>)> {
+    let labels = opts.speaker_labels;
+    transcript.segments.iter().filter_map(move |seg| {
+        let text = normalize(&seg.text);
+        if text.is_empty() {
+            return None;
+        }
+        let speaker = if labels {
+            resolve_speaker(seg, turns)
+        } else {
+            None
+        };
+        Some((seg, text, speaker))
+    })
 }
 
 /// The speaker of `seg`: its own, else the turn overlapping it most.
-pub(crate) fn resolve_speaker(seg: &Segment, turns: Option<&[SpeakerTurn]>) -> Option<String> {
+fn resolve_speaker(seg: &Segment, turns: Option<&[SpeakerTurn]>) -> Option<String> {
     if let Some(s) = &seg.speaker {
         let s = normalize(s);
         return (!s.is_empty()).then_some(s);
@@ -257,16 +289,7 @@ pub(crate) fn build(
 ) -> Vec<Cue> {
     let width = opts.max_line_chars;
     let mut out = Vec::new();
-    for seg in &transcript.segments {
-        let text = normalize(&seg.text);
-        if text.is_empty() {
-            continue;
-        }
-        let speaker = if opts.speaker_labels {
-            resolve_speaker(seg, turns)
-        } else {
-            None
-        };
+    for (seg, text, speaker) in spoken_segments(transcript, turns, opts) {
         let label_atom = match (label, &speaker) {
             (Label::Inline, Some(s)) => Some(label_atom(s, opts)),
             _ => None,
@@ -365,9 +388,7 @@ pub fn write_srt(
     opts: &WriterOptions,
     out: &mut dyn Write,
 ) -> Result<(), WriteError> {
-    opts.validate()?;
-    super::check::transcript_times(transcript)?;
-    for (i, cue) in build(transcript, turns, opts, Label::Inline)
+    for (i, cue) in checked_build(transcript, turns, opts, Label::Inline)?
         .iter()
         .enumerate()
     {
@@ -388,11 +409,10 @@ pub fn write_vtt(
     opts: &WriterOptions,
     out: &mut dyn Write,
 ) -> Result<(), WriteError> {
-    opts.validate()?;
-    super::check::transcript_times(transcript)?;
+    let cues = cues(transcript, turns, opts)?;
     writeln!(out, "WEBVTT")?;
     writeln!(out)?;
-    for cue in build(transcript, turns, opts, Label::Markup) {
+    for cue in cues {
         writeln!(out, "{} --> {}", format_vtt(cue.start), format_vtt(cue.end))?;
         for (i, line) in cue.lines.iter().enumerate() {
             match (&cue.speaker, i) {

@@ -4,8 +4,7 @@ use std::io::Write;
 
 use crate::document::{SpeakerTurn, Transcript};
 
-use super::subtitle::resolve_speaker;
-use super::wrap::normalize;
+use super::subtitle::spoken_segments;
 use super::{WriteError, WriterOptions};
 
 /// Write each non-empty segment's text on its own line, whitespace collapsed, prefixed
@@ -16,16 +15,7 @@ pub fn write(
     opts: &WriterOptions,
     out: &mut dyn Write,
 ) -> Result<(), WriteError> {
-    for seg in &transcript.segments {
-        let text = normalize(&seg.text);
-        if text.is_empty() {
-            continue;
-        }
-        let speaker = if opts.speaker_labels {
-            resolve_speaker(seg, turns)
-        } else {
-            None
-        };
+    for (_, text, speaker) in spoken_segments(transcript, turns, opts) {
         match speaker {
             Some(s) => writeln!(out, "{s}: {text}")?,
             None => writeln!(out, "{text}")?,

@@ -346,6 +346,37 @@ impl<'a> Mapper<'_, 'a> {
         Ok(())
     }
 
+    /// One layer's self-attention block: the fused q/k/v projection, the output
+    /// projection and its layer norm (`c` is the CTranslate2 layer, `h` the Hugging Face one).
+    fn self_attention(&mut self, c: &str, h: &str) -> Result<(), ConvertError> {
+        self.fused(
+            &format!("{c}/self_attention/linear_0"),
+            &[
+                &format!("{h}.self_attn.q_proj"),
+                &format!("{h}.self_attn.k_proj"),
+                &format!("{h}.self_attn.v_proj"),
+            ],
+        )?;
+        self.linear(
+            &format!("{c}/self_attention/linear_1"),
+            &format!("{h}.self_attn.out_proj"),
+        )?;
+        self.layer_norm(
+            &format!("{c}/self_attention/layer_norm"),
+            &format!("{h}.self_attn_layer_norm"),
+        )
+    }
+
+    /// One layer's feed-forward block: `fc1`, `fc2` and the final layer norm.
+    fn ffn(&mut self, c: &str, h: &str) -> Result<(), ConvertError> {
+        self.linear(&format!("{c}/ffn/linear_0"), &format!("{h}.fc1"))?;
+        self.linear(&format!("{c}/ffn/linear_1"), &format!("{h}.fc2"))?;
+        self.layer_norm(
+            &format!("{c}/ffn/layer_norm"),
+            &format!("{h}.final_layer_norm"),
+        )
+    }
+
     fn num_layers(&self, side: &str) -> Result<usize, ConvertError> {
         let prefix = format!("{side}/layer_");
         let indices: BTreeSet<usize> = self
@@ -464,28 +495,8 @@ fn map_weights(path: &Path, model: &Model<'_>) -> Result<(TensorSet, Shapes), Co
             format!("encoder/layer_{i}"),
             format!("model.encoder.layers.{i}"),
         );
-        m.fused(
-            &format!("{c}/self_attention/linear_0"),
-            &[
-                &format!("{h}.self_attn.q_proj"),
-                &format!("{h}.self_attn.k_proj"),
-                &format!("{h}.self_attn.v_proj"),
-            ],
-        )?;
-        m.linear(
-            &format!("{c}/self_attention/linear_1"),
-            &format!("{h}.self_attn.out_proj"),
-        )?;
-        m.layer_norm(
-            &format!("{c}/self_attention/layer_norm"),
-            &format!("{h}.self_attn_layer_norm"),
-        )?;
-        m.linear(&format!("{c}/ffn/linear_0"), &format!("{h}.fc1"))?;
-        m.linear(&format!("{c}/ffn/linear_1"), &format!("{h}.fc2"))?;
-        m.layer_norm(
-            &format!("{c}/ffn/layer_norm"),
-            &format!("{h}.final_layer_norm"),
-        )?;
+        m.self_attention(&c, &h)?;
+        m.ffn(&c, &h)?;
     }
 
     m.copy(
@@ -502,22 +513,7 @@ fn map_weights(path: &Path, model: &Model<'_>) -> Result<(TensorSet, Shapes), Co
             format!("decoder/layer_{i}"),
             format!("model.decoder.layers.{i}"),
         );
-        m.fused(
-            &format!("{c}/self_attention/linear_0"),
-            &[
-                &format!("{h}.self_attn.q_proj"),
-                &format!("{h}.self_attn.k_proj"),
-                &format!("{h}.self_attn.v_proj"),
-            ],
-        )?;
-        m.linear(
-            &format!("{c}/self_attention/linear_1"),
-            &format!("{h}.self_attn.out_proj"),
-        )?;
-        m.layer_norm(
-            &format!("{c}/self_attention/layer_norm"),
-            &format!("{h}.self_attn_layer_norm"),
-        )?;
+        m.self_attention(&c, &h)?;
         m.linear(
             &format!("{c}/attention/linear_0"),
             &format!("{h}.encoder_attn.q_proj"),
@@ -537,12 +533,7 @@ fn map_weights(path: &Path, model: &Model<'_>) -> Result<(TensorSet, Shapes), Co
             &format!("{c}/attention/layer_norm"),
             &format!("{h}.encoder_attn_layer_norm"),
         )?;
-        m.linear(&format!("{c}/ffn/linear_0"), &format!("{h}.fc1"))?;
-        m.linear(&format!("{c}/ffn/linear_1"), &format!("{h}.fc2"))?;
-        m.layer_norm(
-            &format!("{c}/ffn/layer_norm"),
-            &format!("{h}.final_layer_norm"),
-        )?;
+        m.ffn(&c, &h)?;
     }
 
     // proj_out is tied to embed_tokens in Hugging Face Whisper; CTranslate2 normally

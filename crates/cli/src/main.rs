@@ -3,6 +3,7 @@
 
 mod models;
 mod probe;
+mod vad;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ enum Command {
     Models(models::ModelsArgs),
     /// Describe an input and check that every sample and frame decodes.
     Probe(probe::ProbeArgs),
+    /// Find where speech is (Silero VAD v6).
+    Vad(vad::VadArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Models(args) => models::run(args),
         Command::Probe(args) => probe::run(args, cli.quiet),
+        Command::Vad(args) => vad::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -222,8 +222,8 @@ pub fn extract(source: &Source, package: &Path, dest: &Path) -> Result<(), Model
     Ok(())
 }
 
-/// Walks a tar stream, handing each wanted regular file to `save`; stops early once the
-/// saver has nothing left to want is not knowable here, so the whole stream is read.
+/// Walks a tar stream, handing each regular file to `save`, which keeps the wanted ones.
+/// The outer result is the archive's own damage, the inner one the saver's.
 fn extract_tar<R: Read>(
     reader: R,
     save: &mut dyn FnMut(&str, &mut dyn Read) -> Result<bool, ModelError>,

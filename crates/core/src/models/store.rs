@@ -221,21 +221,22 @@ fn write_record(asset: &Asset, dir: &Path) -> Result<(), ModelError> {
 
 /// Renames a complete directory into place. Whatever was at `target` (an older or
 /// hand-made copy) is moved aside first and removed after, so the target is never half
-/// written; if another process installed it meanwhile, its copy wins.
+/// written; if another process installs it between the two renames, its copy stands.
 fn install(complete: &Path, target: &Path) -> Result<(), ModelError> {
-    if target.exists() {
-        if target.join(RECORD).is_file() && !complete.exists() {
-            return Ok(());
-        }
-        let aside = target.with_extension(format!("old-{}", std::process::id()));
-        std::fs::rename(target, &aside).map_err(|e| ModelError::io(target, e))?;
-        let renamed = std::fs::rename(complete, target);
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let aside = target.with_file_name(format!(".{name}.old-{}", std::process::id()));
+    let moved_aside = match std::fs::rename(target, &aside) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(ModelError::io(target, e)),
+    };
+    let renamed = std::fs::rename(complete, target);
+    if moved_aside {
+        // Best effort: a leftover `.NAME.old-PID` dir is harmless and never read.
         let _ = std::fs::remove_dir_all(&aside);
-        return renamed.map_err(|e| ModelError::io(target, e));
     }
-    match std::fs::rename(complete, target) {
+    match renamed {
         Ok(()) => Ok(()),
-        // Another process finished first: keep its copy, ours is discarded with the tempdir.
         Err(_) if target.join(RECORD).is_file() => Ok(()),
         Err(e) => Err(ModelError::io(target, e)),
     }

@@ -1,0 +1,35 @@
+//! Writes the test recordings as the mica decoder gives them (16 kHz mono f32 little-endian,
+//! `NAME.f32`) so `scripts/golden.py` runs onnxruntime on exactly the samples the tests see.
+//!
+//! `cargo run --release -p mica-vad --example dump_audio -- OUT_DIR`
+
+use std::io::Write;
+use std::path::PathBuf;
+
+/// The recordings of the golden tests: (name, asset, file).
+const FILES: [(&str, &str, &str); 7] = [
+    ("jfk", "jfk", "jfk.wav"),
+    ("librivox-0870", "librivox", "0870.wav"),
+    ("librivox-0880", "librivox", "0880.wav"),
+    ("librivox-0890", "librivox", "0890.wav"),
+    ("librivox-0920", "librivox", "0920.wav"),
+    ("librivox-0930", "librivox", "0930.wav"),
+    ("pyannote-sample", "pyannote-sample", "sample.wav"),
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = PathBuf::from(std::env::args().nth(1).ok_or("usage: dump_audio OUT_DIR")?);
+    std::fs::create_dir_all(&out)?;
+    for (name, asset, file) in FILES {
+        let path = mica_core::models::ensure(asset)?.join(file);
+        let audio = mica_core::media::load_all(&path)?;
+        let mut f =
+            std::io::BufWriter::new(std::fs::File::create(out.join(format!("{name}.f32")))?);
+        for s in &audio.samples {
+            f.write_all(&s.to_le_bytes())?;
+        }
+        f.flush()?;
+        eprintln!("{name}: {} samples", audio.samples.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Shared helpers: the model, the test recordings as the decoder gives them, the goldens.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+
+use candle_core::Device;
+use mica_vad::{SampleRate, SileroVad};
+use serde::Deserialize;
+
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// The golden recordings: (name, asset, file); the order of `scripts/golden.py`.
+pub const FILES: [(&str, &str, &str); 7] = [
+    ("jfk", "jfk", "jfk.wav"),
+    ("librivox-0870", "librivox", "0870.wav"),
+    ("librivox-0880", "librivox", "0880.wav"),
+    ("librivox-0890", "librivox", "0890.wav"),
+    ("librivox-0920", "librivox", "0920.wav"),
+    ("librivox-0930", "librivox", "0930.wav"),
+    ("pyannote-sample", "pyannote-sample", "sample.wav"),
+];
+
+pub fn model() -> Res<Arc<SileroVad>> {
+    static MODEL: OnceLock<Arc<SileroVad>> = OnceLock::new();
+    if let Some(m) = MODEL.get() {
+        return Ok(Arc::clone(m));
+    }
+    let m = SileroVad::from_store(&Device::Cpu)?;
+    Ok(Arc::clone(MODEL.get_or_init(|| m)))
+}
+
+/// A recording decoded by mica (16 kHz mono).
+pub fn audio16(name: &str) -> Res<Vec<f32>> {
+    let (_, asset, file) = FILES
+        .iter()
+        .find(|f| f.0 == name)
+        .ok_or_else(|| format!("unknown test file {name}"))?;
+    let path = mica_core::models::ensure(asset)?.join(file);
+    Ok(mica_core::media::load_all(path)?.samples)
+}
+
+/// The 8 kHz input of the goldens: float32 pair averages, an odd last sample dropped
+/// (golden.py's `to_8k`, bit for bit).
+pub fn to_8k(x: &[f32]) -> Vec<f32> {
+    x.chunks_exact(2).map(|p| (p[0] + p[1]) * 0.5).collect()
+}
+
+/// The recording at `rate`.
+pub fn audio(name: &str, rate: SampleRate) -> Res<Vec<f32>> {
+    let x = audio16(name)?;
+    Ok(match rate {
+        SampleRate::Hz16000 => x,
+        SampleRate::Hz8000 => to_8k(&x),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ProbFile {
+    pub name: String,
+    pub sample_rate: u32,
+    pub samples: u64,
+    pub input_sum: f64,
+    pub probabilities: Vec<f32>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Probabilities {
+    pub files: Vec<ProbFile>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TimestampCase {
+    pub name: String,
+    pub sample_rate: u32,
+    pub options: String,
+    pub samples: u64,
+    pub segments: Vec<[u64; 2]>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Timestamps {
+    pub option_sets: std::collections::BTreeMap<String, serde_json::Value>,
+    pub cases: Vec<TimestampCase>,
+}
+
+pub fn golden_probabilities() -> Res<Probabilities> {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/probabilities.json"),
+    )?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+pub fn golden_timestamps() -> Res<Timestamps> {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/timestamps.json"),
+    )?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Largest absolute difference, and where.
+pub fn max_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .enumerate()
+        .fold(
+            (0.0, 0),
+            |best, (i, d)| if d > best.0 { (d, i) } else { best },
+        )
+}

@@ -49,6 +49,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Standard output, or FILE when `-o FILE` was given.
+fn open_output(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn std::io::Write>> {
+    use anyhow::Context;
+    Ok(match path {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    })
+}
+
 fn one_line(e: &anyhow::Error) -> String {
     e.chain()
         .map(|c| c.to_string())

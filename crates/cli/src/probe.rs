@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mica_core::media::{self, AudioOptions, AudioStream, FrameOptions, FrameSource, MediaWarning};
@@ -59,12 +59,7 @@ pub fn run(args: ProbeArgs, quiet: bool) -> Result<()> {
         media: info,
         decoded,
     };
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        ),
-        None => Box::new(std::io::stdout().lock()),
-    };
+    let mut out = crate::open_output(args.output.as_deref())?;
     serde_json::to_writer_pretty(&mut out, &report)?;
     writeln!(out)?;
     out.flush()?;

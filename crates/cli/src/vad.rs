@@ -95,12 +95,7 @@ pub fn run(args: VadArgs) -> Result<()> {
         out.segments.len(),
         out.duration()
     );
-    let mut sink: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        ),
-        None => Box::new(std::io::stdout().lock()),
-    };
+    let mut sink = crate::open_output(args.output.as_deref())?;
     writers::write(&analysis, args.format, &WriterOptions::default(), &mut sink)?;
     sink.flush()?;
     Ok(())

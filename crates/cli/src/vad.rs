@@ -18,19 +18,19 @@ pub struct VadArgs {
     /// The media file.
     input: PathBuf,
     /// Speech probability at or above which a window is speech.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     threshold: f32,
     /// Silence that ends a speech region, in milliseconds.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = milliseconds, allow_negative_numbers = true)]
     min_silence_ms: u32,
     /// Padding added to each side of a region, in milliseconds.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = milliseconds, allow_negative_numbers = true)]
     speech_pad_ms: u32,
     /// Regions shorter than this are dropped, in milliseconds.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, value_parser = milliseconds, allow_negative_numbers = true)]
     min_speech_ms: u32,
     /// Split regions longer than this many seconds (default: no limit).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_speech_s: Option<f64>,
     /// Model name or directory.
     #[arg(long, default_value = "silero-v6")]
@@ -57,14 +57,6 @@ pub fn run(args: VadArgs) -> Result<()> {
             args.format.name()
         );
     }
-    let started = Instant::now();
-    let device = ComputeOptions {
-        device: args.device,
-        threads: args.threads,
-    }
-    .apply()?;
-    let dir = mica_core::models::ModelSpec::parse(&args.model)?.resolve(&[SileroVad::FILE])?;
-    let model = SileroVad::from_path(&dir, &device)?;
     let options = SpeechOptions {
         threshold: args.threshold,
         min_silence_duration_ms: args.min_silence_ms,
@@ -73,6 +65,16 @@ pub fn run(args: VadArgs) -> Result<()> {
         max_speech_duration_s: args.max_speech_s,
         ..SpeechOptions::default()
     };
+    // Bad options fail before any model or media work.
+    options.validate()?;
+    let started = Instant::now();
+    let device = ComputeOptions {
+        device: args.device,
+        threads: args.threads,
+    }
+    .apply()?;
+    let dir = mica_core::models::ModelSpec::parse(&args.model)?.resolve(&[SileroVad::FILE])?;
+    let model = SileroVad::from_path(&dir, &device)?;
     let vad = Vad::new(model, options)?;
     let media_info = media::describe(&args.input, &media::Tools::from_env())?;
     let mut stream = AudioStream::open_with(&args.input, &AudioOptions::default())?;
@@ -99,4 +101,13 @@ pub fn run(args: VadArgs) -> Result<()> {
     writers::write(&analysis, args.format, &WriterOptions::default(), &mut sink)?;
     sink.flush()?;
     Ok(())
+}
+
+/// A duration in whole milliseconds, 0 or more.
+fn milliseconds(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<i64>() {
+        Ok(ms) if ms < 0 => Err(format!("{ms} ms is negative; give 0 or more milliseconds")),
+        Ok(ms) => u32::try_from(ms).map_err(|_| format!("{ms} ms is too large")),
+        Err(_) => Err(format!("{s:?} is not a whole number of milliseconds")),
+    }
 }

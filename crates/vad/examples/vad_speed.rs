@@ -8,9 +8,15 @@
 //!   call, state carried; the time includes assembling the input rows and reading the
 //!   probabilities back.
 //!
-//! `cargo run --release -p mica-vad --example vad_speed -- FILE.wav [--repeat N] [--streams B]`
+//! - `workers` (with `--workers W`, W > 1): the file split into W consecutive shares, each
+//!   run by its own thread as `--streams` batched streams, all threads at once; this is how
+//!   the engine's workers (one per core, candle single-threaded) use the model, and the
+//!   time is the wall clock of the slowest.
 //!
-//! Threads: candle's CPU kernels use `RAYON_NUM_THREADS` (default: every core).
+//! `cargo run --release -p mica-vad --example vad_speed -- FILE.wav [--repeat N] [--streams B] [--workers W]`
+//!
+//! Threads: candle's CPU kernels use `RAYON_NUM_THREADS` (default: every core); run the
+//! workers mode with `RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,25 +30,28 @@ struct Args {
     input: String,
     repeat: usize,
     streams: usize,
+    workers: usize,
 }
 
 fn args() -> Res<Args> {
-    let usage = "usage: vad_speed FILE [--repeat N] [--streams B]";
+    let usage = "usage: vad_speed FILE [--repeat N] [--streams B] [--workers W]";
     let mut it = std::env::args().skip(1);
     let mut out = Args {
         input: String::new(),
         repeat: 5,
         streams: 32,
+        workers: 1,
     };
     while let Some(a) = it.next() {
         match a.as_str() {
             "--repeat" => out.repeat = it.next().ok_or(usage)?.parse()?,
             "--streams" => out.streams = it.next().ok_or(usage)?.parse()?,
+            "--workers" => out.workers = it.next().ok_or(usage)?.parse()?,
             _ if out.input.is_empty() && !a.starts_with("--") => out.input = a,
             _ => return Err(usage.into()),
         }
     }
-    if out.input.is_empty() || out.repeat == 0 || out.streams == 0 {
+    if out.input.is_empty() || out.repeat == 0 || out.streams == 0 || out.workers == 0 {
         return Err(usage.into());
     }
     Ok(out)
@@ -83,6 +92,37 @@ fn batched(
     let probs = Tensor::stack(&probs, 1)?.to_vec2::<f32>()?;
     device.synchronize()?;
     Ok(probs)
+}
+
+/// One pass of `workers` threads at once, each running its consecutive share of `audio` as
+/// `streams` batched streams; returns the wall-clock seconds.
+fn in_workers(
+    model: &SileroVad,
+    audio: &[f32],
+    rate: SampleRate,
+    streams: usize,
+    workers: usize,
+) -> Res<f64> {
+    let share = audio.len().div_ceil(workers);
+    let t = Instant::now();
+    let results: Vec<Result<usize, VadError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = audio
+            .chunks(share.max(1))
+            .map(|part| scope.spawn(move || batched(model, part, rate, streams).map(|p| p.len())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or(Err(VadError::InvalidOption("worker panicked".into())))
+            })
+            .collect()
+    });
+    let elapsed = t.elapsed().as_secs_f64();
+    for r in results {
+        r?;
+    }
+    Ok(elapsed)
 }
 
 fn median(xs: &[f64]) -> f64 {
@@ -135,6 +175,20 @@ fn main() -> Res<()> {
         .unwrap_or(0.0);
     let steps = first.first().map_or(0, Vec::len);
 
+    let mut workers = Vec::new();
+    if args.workers > 1 {
+        in_workers(&model, &audio, rate, args.streams, args.workers)?;
+        for _ in 0..args.repeat {
+            workers.push(in_workers(
+                &model,
+                &audio,
+                rate,
+                args.streams,
+                args.workers,
+            )?);
+        }
+    }
+
     let report = serde_json::json!({
         "file": args.input,
         "samples": audio.len(),
@@ -152,6 +206,12 @@ fn main() -> Res<()> {
             "median_s": median(&batch),
             "stream0_max_abs_diff_vs_single": diff,
         },
+        "workers": (args.workers > 1).then(|| serde_json::json!({
+            "workers": args.workers,
+            "streams_per_worker": args.streams,
+            "times_s": workers,
+            "median_s": median(&workers),
+        })),
         "segments": reference
             .segments
             .iter()

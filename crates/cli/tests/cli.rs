@@ -1,40 +1,14 @@
 //! The `mica` binary as scripts call it: JSON on stdout, one-line errors, exit codes.
 
-use std::process::{Command, Output};
+mod common;
 
-fn mica(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mica"))
-        .args(args)
-        .env("MICA_LOG", "warn")
-        .output()
-        .expect("the mica binary runs")
-}
+use std::process::Output;
 
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-}
-
-fn sample(asset: &str, file: &str) -> String {
-    mica_core::models::ensure(asset)
-        .unwrap()
-        .join(file)
-        .display()
-        .to_string()
-}
+use common::{json, mica, sample};
 
 /// The last stderr line is one `error: ...` line naming the input.
 fn assert_one_line_error(out: &Output, needle: &str) {
-    assert!(!out.status.success());
-    assert!(out.stdout.is_empty());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.starts_with("error: "), "{stderr}");
-    assert!(last.contains(needle), "{last:?} lacks {needle:?}");
+    common::assert_error_line(out, &[needle]);
 }
 
 #[test]

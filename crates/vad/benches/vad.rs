@@ -61,21 +61,14 @@ fn to_8k(x: &[f32]) -> Vec<f32> {
 /// previous `context` samples prepended (zeros at a stream's start), as a live server would
 /// assemble them.
 fn batched_inputs(audio: &[f32], rate: SampleRate, device: &Device) -> Res<Vec<Tensor>> {
-    let (win, ctx) = (rate.window(), rate.context());
-    let steps = audio.len() / STREAMS / win;
-    let part = steps * win;
+    let steps = audio.len() / STREAMS / rate.window();
+    let part = steps * rate.window();
     let mut inputs = Vec::with_capacity(steps);
     let mut rows = Vec::with_capacity(STREAMS * rate.input_len());
     for step in 0..steps {
         rows.clear();
-        for s in 0..STREAMS {
-            let start = s * part + step * win;
-            if step == 0 {
-                rows.extend(std::iter::repeat_n(0.0, ctx));
-            } else {
-                rows.extend_from_slice(&audio[start - ctx..start]);
-            }
-            rows.extend_from_slice(&audio[start..start + win]);
+        for stream in audio.chunks(part.max(1)).take(STREAMS) {
+            rate.push_row(&mut rows, stream, step);
         }
         inputs.push(Tensor::from_slice(
             &rows,

@@ -6,16 +6,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-/// The recordings of the golden tests: (name, asset, file).
-const FILES: [(&str, &str, &str); 7] = [
-    ("jfk", "jfk", "jfk.wav"),
-    ("librivox-0870", "librivox", "0870.wav"),
-    ("librivox-0880", "librivox", "0880.wav"),
-    ("librivox-0890", "librivox", "0890.wav"),
-    ("librivox-0920", "librivox", "0920.wav"),
-    ("librivox-0930", "librivox", "0930.wav"),
-    ("pyannote-sample", "pyannote-sample", "sample.wav"),
-];
+#[path = "../tests/common/files.rs"]
+mod files;
+use files::FILES;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::args().nth(1).ok_or("usage: dump_audio OUT_DIR")?);

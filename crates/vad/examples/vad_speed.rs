@@ -65,24 +65,19 @@ fn batched(
     rate: SampleRate,
     streams: usize,
 ) -> Result<Vec<Vec<f32>>, VadError> {
-    let (win, ctx, len) = (rate.window(), rate.context(), rate.input_len());
+    let (win, len) = (rate.window(), rate.input_len());
     let steps = audio.len().div_ceil(streams * win);
     let part = steps * win;
     let device = model.device();
-    let sample = |i: usize| audio.get(i).copied().unwrap_or(0.0);
     let mut state = model.zero_state(streams)?;
     let mut rows = Vec::with_capacity(streams * len);
     let mut probs = Vec::with_capacity(steps);
     for step in 0..steps {
         rows.clear();
+        // The last part is short (zero-padded by push_row); a part past the end is empty.
         for s in 0..streams {
-            let start = s * part + step * win;
-            if step == 0 {
-                rows.extend(std::iter::repeat_n(0.0, ctx));
-            } else {
-                rows.extend((start - ctx..start).map(sample));
-            }
-            rows.extend((start..start + win).map(sample));
+            let part_audio = audio.get(s * part..).unwrap_or(&[]);
+            rate.push_row(&mut rows, &part_audio[..part.min(part_audio.len())], step);
         }
         let input = Tensor::from_slice(&rows, (streams, len), device)?;
         let (p, next) = model.forward(rate, &input, &state)?;

@@ -73,6 +73,22 @@ impl SampleRate {
         self.context() + self.window()
     }
 
+    /// Appends the network input row of window `index` of one stream's `audio`: the
+    /// `context` samples before the window (zeros before the stream's start), then the
+    /// window, zero-padded past the end. Rows of many streams appended in turn make the
+    /// `[B, input_len]` batch of [`SileroVad::forward`].
+    pub fn push_row(self, rows: &mut Vec<f32>, audio: &[f32], index: usize) {
+        let (win, ctx) = (self.window(), self.context());
+        let start = index.saturating_mul(win);
+        let from = start.saturating_sub(ctx);
+        let lead = ctx - (start - from);
+        let end = start.saturating_add(win);
+        let have = &audio[from.min(audio.len())..end.min(audio.len())];
+        rows.extend(std::iter::repeat_n(0.0, lead));
+        rows.extend_from_slice(have);
+        rows.extend(std::iter::repeat_n(0.0, ctx + win - lead - have.len()));
+    }
+
     /// STFT length: 256 at 16 kHz, 128 at 8 kHz (hop is half of it).
     pub fn n_fft(self) -> usize {
         self.window() / 2
@@ -469,4 +485,38 @@ fn get(vb: &VarBuilder, name: &str, shape: &[usize]) -> Result<Tensor, VadError>
         });
     }
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SampleRate;
+
+    #[test]
+    fn push_row_pads_context_and_tail() {
+        let rate = SampleRate::Hz8000; // window 256, context 32
+        let audio: Vec<f32> = (1..=600).map(|i| i as f32).collect();
+        let mut rows = Vec::new();
+        rate.push_row(&mut rows, &audio, 0);
+        assert_eq!(rows.len(), 288);
+        assert!(rows[..32].iter().all(|&x| x == 0.0));
+        assert_eq!(&rows[32..], &audio[..256]);
+
+        rows.clear();
+        rate.push_row(&mut rows, &audio, 1);
+        assert_eq!(&rows[..], &audio[224..512]);
+
+        // The last window runs past the end: zeros after the 88 samples left.
+        rows.clear();
+        rate.push_row(&mut rows, &audio, 2);
+        assert_eq!(&rows[..120], &audio[480..600]);
+        assert!(rows[120..].iter().all(|&x| x == 0.0));
+        assert_eq!(rows.len(), 288);
+
+        // Wholly past the end, or no audio at all: a row of zeros.
+        for (audio, index) in [(&audio[..], 9), (&[][..], 0)] {
+            rows.clear();
+            rate.push_row(&mut rows, audio, index);
+            assert_eq!(rows, vec![0.0; 288]);
+        }
+    }
 }

@@ -69,25 +69,19 @@ fn batched_streams_match_onnxruntime() -> TestResult {
             .map(|g| audio(&g.name, rate))
             .collect::<Result<Vec<_>, _>>()?;
         let b = files.len();
-        let (win, ctx) = (rate.window(), rate.context());
         let steps = files
             .iter()
             .map(|g| g.probabilities.len())
             .max()
             .unwrap_or(0);
         let mut state = model.zero_state(b)?;
-        let mut rows = vec![0.0f32; b * rate.input_len()];
+        let mut rows = Vec::with_capacity(b * rate.input_len());
         let mut got: Vec<Vec<f32>> = vec![Vec::new(); b];
         for k in 0..steps {
-            for (s, x) in inputs.iter().enumerate() {
-                let row = &mut rows[s * rate.input_len()..(s + 1) * rate.input_len()];
-                row.fill(0.0);
-                // Context: the previous window's last samples (zeros before the start);
-                // past a stream's end the row is zeros and its output ignored.
-                let from = (k * win).saturating_sub(ctx).min(x.len());
-                let to = ((k + 1) * win).min(x.len());
-                let at = if k == 0 { ctx } else { 0 };
-                row[at..at + to - from].copy_from_slice(&x[from..to]);
+            rows.clear();
+            // Past a stream's end its row is zeros and its output ignored.
+            for x in &inputs {
+                rate.push_row(&mut rows, x, k);
             }
             let input = Tensor::from_slice(&rows, (b, rate.input_len()), model.device())?;
             let (probs, next) = model.forward(rate, &input, &state)?;

@@ -11,16 +11,8 @@ use serde::Deserialize;
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-/// The golden recordings: (name, asset, file); the order of `scripts/golden.py`.
-pub const FILES: [(&str, &str, &str); 7] = [
-    ("jfk", "jfk", "jfk.wav"),
-    ("librivox-0870", "librivox", "0870.wav"),
-    ("librivox-0880", "librivox", "0880.wav"),
-    ("librivox-0890", "librivox", "0890.wav"),
-    ("librivox-0920", "librivox", "0920.wav"),
-    ("librivox-0930", "librivox", "0930.wav"),
-    ("pyannote-sample", "pyannote-sample", "sample.wav"),
-];
+mod files;
+pub use files::FILES;
 
 pub fn model() -> Res<Arc<SileroVad>> {
     static MODEL: OnceLock<Arc<SileroVad>> = OnceLock::new();

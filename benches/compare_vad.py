@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 import wave
 import zipfile
 from pathlib import Path
@@ -135,16 +134,13 @@ def silero_wheel(tmp: Path) -> Path:
 
 
 def load_utils_vad(pkg: Path):
-    """silero's utils_vad with a stub torch: get_speech_timestamps_from_probs needs none."""
-    stub = types.ModuleType("torch")
-    stub.no_grad = lambda: (lambda f: f)
-    stub.Tensor = type("Tensor", (), {})
-    stub.device = lambda *a, **k: None
-    sys.modules["torch"] = stub
-    spec = importlib.util.spec_from_file_location("silero_utils_vad", pkg / "utils_vad.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """silero's utils_vad, loaded as the golden script does (with a stub torch)."""
+    spec = importlib.util.spec_from_file_location(
+        "mica_vad_golden", ROOT / "crates" / "vad" / "scripts" / "golden.py"
+    )
+    golden = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(golden)
+    return golden.load_utils_vad(pkg.parent)
 
 
 def read_wav(path: Path):
@@ -250,10 +246,18 @@ def main():
         reference = [[int(s["start"]), int(s["end"])] for s in reference]
 
         runs = {}
-        for label, env in (("default", {}), ("1", {"RAYON_NUM_THREADS": "1"})):
+        one = {"RAYON_NUM_THREADS": "1", "CANDLE_NUM_THREADS": "1"}
+        for label, env, extra in (
+            ("default", {}, []),
+            ("1", one, []),
+            # One single-threaded worker per core, each with half the streams: how the
+            # engine's workers run the model.
+            ("workers", one, ["--workers", "2", "--streams", str(STREAMS // 2)]),
+        ):
             print(f"mica, threads {label}", file=sys.stderr)
+            streams = [] if extra else ["--streams", str(STREAMS)]
             out = subprocess.run(
-                [str(speed), str(wav), "--repeat", str(args.repeat), "--streams", str(STREAMS)],
+                [str(speed), str(wav), "--repeat", str(args.repeat), *streams, *extra],
                 env={**os.environ, "MICA_LOG": "warn", **env},
                 check=True,
                 capture_output=True,
@@ -264,10 +268,17 @@ def main():
     windows = len(probs)
     rows = [("onnxruntime", "1 stream", "1", windows / ort_single_s, None)]
     for label, run in runs.items():
+        if label == "workers":
+            continue
         t = f"{run['threads']}"
         rows.append(("mica", "1 stream", t, run["single"]["windows"] / run["single"]["median_s"], 0))
     rows.append(("onnxruntime", f"{STREAMS} streams batched", "1", ort_batch_windows / ort_batch_s, None))
     for label, run in runs.items():
+        if label == "workers":
+            w = run["workers"]
+            mode = f"{STREAMS} streams, {w['workers']} workers x {w['streams_per_worker']}"
+            rows.append(("mica", mode, f"{w['workers']} x 1", windows / w["median_s"], 1))
+            continue
         b = run["batched"]
         rows.append(("mica", f"{STREAMS} streams batched", f"{run['threads']}", b["windows"] / b["median_s"], 1))
     base = {0: windows / ort_single_s, 1: ort_batch_windows / ort_batch_s}
@@ -279,6 +290,8 @@ def main():
         ratio = "" if kind is None else f"{wps / base[kind]:.2f}x"
         print(f"| {engine} | {mode} | {threads} | {wps:,.0f} | {wps * WINDOW / RATE:,.0f}x | {ratio} |")
     for label, run in runs.items():
+        if label == "workers":
+            continue
         same = run["segments"] == reference
         diff = run["batched"]["stream0_max_abs_diff_vs_single"]
         print(

@@ -13,7 +13,7 @@
 //!   the engine's workers (one per core, candle single-threaded) use the model, and the
 //!   time is the wall clock of the slowest.
 //!
-//! `cargo run --release -p mica-vad --example vad_speed -- FILE.wav [--repeat N] [--streams B] [--workers W]`
+//! `cargo run --release -p mica-vad --example vad_speed -- FILE.wav [--repeat N] [--streams B] [--workers W] [--device cpu|cuda]`
 //!
 //! Threads: candle's CPU kernels use `RAYON_NUM_THREADS` (default: every core); run the
 //! workers mode with `RAYON_NUM_THREADS=1 CANDLE_NUM_THREADS=1`.
@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use mica_vad::{SampleRate, SileroVad, SpeechOptions, Vad, VadError};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -31,22 +31,25 @@ struct Args {
     repeat: usize,
     streams: usize,
     workers: usize,
+    device: mica_core::device::DeviceSpec,
 }
 
 fn args() -> Res<Args> {
-    let usage = "usage: vad_speed FILE [--repeat N] [--streams B] [--workers W]";
+    let usage = "usage: vad_speed FILE [--repeat N] [--streams B] [--workers W] [--device D]";
     let mut it = std::env::args().skip(1);
     let mut out = Args {
         input: String::new(),
         repeat: 5,
         streams: 32,
         workers: 1,
+        device: mica_core::device::DeviceSpec::Cpu,
     };
     while let Some(a) = it.next() {
         match a.as_str() {
             "--repeat" => out.repeat = it.next().ok_or(usage)?.parse()?,
             "--streams" => out.streams = it.next().ok_or(usage)?.parse()?,
             "--workers" => out.workers = it.next().ok_or(usage)?.parse()?,
+            "--device" => out.device = it.next().ok_or(usage)?.parse()?,
             _ if out.input.is_empty() && !a.starts_with("--") => out.input = a,
             _ => return Err(usage.into()),
         }
@@ -128,7 +131,7 @@ fn median(xs: &[f64]) -> f64 {
 
 fn main() -> Res<()> {
     let args = args()?;
-    let device = Device::Cpu;
+    let device = args.device.resolve()?;
     let model: Arc<SileroVad> = SileroVad::from_store(&device)?;
     let audio = mica_core::media::load_all(&args.input)?.samples;
     let rate = SampleRate::Hz16000;

@@ -19,8 +19,18 @@ pub fn model() -> Res<Arc<SileroVad>> {
     if let Some(m) = MODEL.get() {
         return Ok(Arc::clone(m));
     }
-    let m = SileroVad::from_store(&Device::Cpu)?;
+    let m = SileroVad::from_store(&device()?)?;
     Ok(Arc::clone(MODEL.get_or_init(|| m)))
+}
+
+/// The device the model tests run on: `MICA_TEST_DEVICE` (`cpu` when unset; `cuda` on a GPU
+/// machine, where the same goldens and tolerances must hold).
+pub fn device() -> Res<Device> {
+    let spec: mica_core::device::DeviceSpec = match std::env::var("MICA_TEST_DEVICE") {
+        Ok(s) => s.parse()?,
+        Err(_) => mica_core::device::DeviceSpec::Cpu,
+    };
+    Ok(spec.resolve()?)
 }
 
 /// A recording decoded by mica (16 kHz mono).
@@ -101,4 +111,20 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
             (0.0, 0),
             |best, (i, d)| if d > best.0 { (d, i) } else { best },
         )
+}
+
+/// Streaming and offline runs must agree: bit for bit on the CPU (same kernels in the same
+/// order); on a GPU the GEMM tiling follows the batch shape, so within 1e-5.
+pub fn assert_probs_match(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: window count");
+    if model().map(|m| m.device().is_cpu()).unwrap_or(true) {
+        assert_eq!(got, want, "{what}");
+    } else {
+        let worst = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5, "{what}: max abs difference {worst:e}");
+    }
 }

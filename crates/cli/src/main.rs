@@ -1,8 +1,11 @@
 //! `mica`: broadcast audio and video to time-coded data. A thin shell over the library
 //! crates: it parses arguments, calls them, and writes what they return.
 
+mod diarize;
 mod models;
 mod probe;
+mod shots;
+mod transcribe;
 mod vad;
 
 use std::io::IsTerminal;
@@ -29,6 +32,12 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// Find where speech is (Silero VAD v6).
     Vad(vad::VadArgs),
+    /// Find shot boundaries and transitions (TransNetV2).
+    Shots(shots::ShotsArgs),
+    /// Find who spoke when (speaker diarization, overlap-aware).
+    Diarize(diarize::DiarizeArgs),
+    /// Speech to text with Whisper (tiny.en, base, any Hugging Face Whisper checkpoint).
+    Transcribe(transcribe::TranscribeArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +50,9 @@ fn main() -> ExitCode {
         Command::Models(args) => models::run(args),
         Command::Probe(args) => probe::run(args, cli.quiet),
         Command::Vad(args) => vad::run(args),
+        Command::Shots(args) => shots::run(args),
+        Command::Diarize(args) => diarize::run(args),
+        Command::Transcribe(args) => transcribe::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

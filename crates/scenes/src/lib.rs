@@ -1,3 +1,32 @@
-//! TransNetV2 shot boundary detection in candle.
+//! TransNetV2 shot boundary detection in candle, streaming over any video ffmpeg reads.
 //!
-//! Not built yet (issue 7); this crate holds only its place in the workspace.
+//! - [`TransNetV2`]: the network, loaded once and shared (`Arc`); [`TransNetV2::forward`]
+//!   runs a batch of 100-frame windows and gives both heads' per-frame probabilities.
+//! - [`windows`]: the reference's windowing (100 frames, 25 of context each side, step 50,
+//!   edge padding) over a stream.
+//! - [`ShotDetector`]: decoding (ffmpeg, 48x27 rgb24, constant memory), batched windows,
+//!   and shots and transitions ([`ShotList`]) from the probabilities.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), mica_scenes::ScenesError> {
+//! use mica_scenes::{ShotDetector, ShotOptions, TransNetV2};
+//! let model = TransNetV2::from_store(&candle_core::Device::Cpu)?;
+//! let detector = ShotDetector::new(model, ShotOptions::default())?;
+//! let list = detector.detect_path("film.mp4")?;
+//! for shot in &list.shots {
+//!     println!("{} - {}", shot.start_timecode, shot.end_timecode);
+//! }
+//! # Ok(()) }
+//! ```
+
+mod detect;
+mod error;
+pub mod model;
+pub mod windows;
+mod winograd;
+
+pub use detect::{
+    FrameScores, ShotDetector, ShotList, ShotOptions, ShotSpan, ShotStream, Transition,
+};
+pub use error::ScenesError;
+pub use model::{Config, Predictions, TransNetV2};

@@ -26,7 +26,8 @@ pub use audio::{
 pub use describe::describe;
 pub use ffmpeg::Tools;
 pub use video::{
-    FrameOptions, FrameSource, Rational, VideoFrame, VideoInfo, probe, probe_with, smpte_timecode,
+    FrameOptions, FrameSource, Rational, VideoFrame, VideoInfo, extract_jpeg, probe, probe_with,
+    smpte_timecode,
 };
 
 /// Errors from media input.

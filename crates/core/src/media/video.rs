@@ -4,7 +4,8 @@
 //! Timestamps come from the `showinfo` filter that ffmpeg runs on each output frame (read from
 //! its stderr), not from `index / fps`, so variable-frame-rate sources and streams with gaps
 //! keep true times. ffmpeg runs with `-vsync passthrough`, so every decoded frame is output
-//! once: no duplicates or drops to fake a constant rate.
+//! once: no duplicates or drops to fake a constant rate. [`FrameOptions::constant_rate`]
+//! asks for ffmpeg's constant-rate output instead (what TransNetV2 was trained on).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -65,6 +66,9 @@ pub struct VideoInfo {
     pub fps: Rational,
     /// [`VideoInfo::fps`] as a float.
     pub fps_f64: f64,
+    /// The stream's base rate (ffprobe's `r_frame_rate`, else [`VideoInfo::fps`]): the rate
+    /// of ffmpeg's default constant-rate output, which [`FrameOptions::constant_rate`] copies.
+    pub base_rate: Rational,
     /// Frames in the stream: from the container when it says, else `duration * fps`.
     pub frame_count: u64,
     /// Whether `frame_count` came from the container rather than an estimate.
@@ -83,15 +87,172 @@ pub fn probe(path: impl AsRef<Path>) -> Result<VideoInfo, MediaError> {
 }
 
 /// [`probe`] with explicit tool paths.
+///
+/// `path` may also name an image sequence: a directory of numbered images
+/// (`frame_0001.png`, ...) or a printf pattern (`frames/%05d.jpg`), read at 25 fps (see
+/// [`FrameOptions::sequence_rate`]).
 pub fn probe_with(path: impl AsRef<Path>, tools: &Tools) -> Result<VideoInfo, MediaError> {
-    let path = path.as_ref();
-    check_file(path)?;
-    let json = ffmpeg::ffprobe_json(
-        tools,
-        path,
-        "to read the video stream's format",
-        Want::Video,
-    )?;
+    probe_input(path.as_ref(), tools, DEFAULT_SEQUENCE_RATE)
+}
+
+/// The frame rate image sequences are read at unless told otherwise.
+const DEFAULT_SEQUENCE_RATE: Rational = Rational { num: 25, den: 1 };
+
+/// Image file extensions a directory is scanned for.
+const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "ppm"];
+
+/// Numbered image files read through ffmpeg's image2 demuxer.
+#[derive(Debug, Clone)]
+struct Sequence {
+    /// printf pattern of the file names (`dir/frame_%04d.png`).
+    pattern: PathBuf,
+    /// The first number.
+    start: u64,
+}
+
+impl Sequence {
+    /// ffmpeg input arguments (`-f image2 ... -i file:PATTERN`).
+    fn input_args(&self, rate: Rational) -> Vec<OsString> {
+        let mut pattern = OsString::from("file:");
+        pattern.push(self.pattern.as_os_str());
+        vec![
+            "-f".into(),
+            "image2".into(),
+            "-framerate".into(),
+            rate.to_string().into(),
+            "-start_number".into(),
+            self.start.to_string().into(),
+            "-i".into(),
+            pattern,
+        ]
+    }
+}
+
+/// Splits `name` into (prefix, digits, extension) when its stem ends in digits and its
+/// extension is an image's.
+fn numbered(name: &str) -> Option<(&str, &str, &str)> {
+    let (stem, ext) = name.rsplit_once('.')?;
+    if !IMAGE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()) {
+        return None;
+    }
+    let digits = stem.len() - stem.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    (digits > 0).then(|| {
+        (
+            &stem[..stem.len() - digits],
+            &stem[stem.len() - digits..],
+            ext,
+        )
+    })
+}
+
+/// The image sequence `path` names, if it names one: a directory holding numbered images, or
+/// a file pattern with a `%d` / `%0Nd` field.
+fn image_sequence(path: &Path) -> Result<Option<Sequence>, MediaError> {
+    let text = path.to_string_lossy();
+    if path.is_dir() {
+        let mut first: Option<(String, String, String, u64)> = None;
+        let entries = std::fs::read_dir(path).map_err(|source| MediaError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some((prefix, digits, ext)) = numbered(&name) {
+                let n: u64 = digits.parse().unwrap_or(u64::MAX);
+                let better = first
+                    .as_ref()
+                    .is_none_or(|f| (prefix, n) < (f.0.as_str(), f.3));
+                if better {
+                    let width = if digits.starts_with('0') {
+                        digits.len()
+                    } else {
+                        0
+                    };
+                    first = Some((prefix.to_string(), width.to_string(), ext.to_string(), n));
+                }
+            }
+        }
+        return match first {
+            Some((prefix, width, ext, start)) => {
+                let field = if width == "0" {
+                    "%d".to_string()
+                } else {
+                    format!("%0{width}d")
+                };
+                Ok(Some(Sequence {
+                    pattern: path.join(format!("{prefix}{field}.{ext}")),
+                    start,
+                }))
+            }
+            None => Err(MediaError::IsDirectory {
+                path: path.to_path_buf(),
+            }),
+        };
+    }
+    if !text.contains('%') || path.exists() {
+        return Ok(None);
+    }
+    // A pattern: find the lowest number that exists.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let field = name.find('%').and_then(|i| {
+        let end = name[i..].find('d')? + i;
+        Some((i, end))
+    });
+    let Some((i, end)) = field else {
+        return Ok(None);
+    };
+    let (prefix, suffix) = (&name[..i], &name[end + 1..]);
+    let mut start = None;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if let Some(digits) = file
+                .strip_prefix(prefix)
+                .and_then(|r| r.strip_suffix(suffix))
+                && !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && let Ok(n) = digits.parse::<u64>()
+            {
+                start = Some(start.map_or(n, |s: u64| s.min(n)));
+            }
+        }
+    }
+    match start {
+        Some(start) => Ok(Some(Sequence {
+            pattern: path.to_path_buf(),
+            start,
+        })),
+        None => Err(MediaError::NotFound {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+/// [`probe_with`], image sequences read at `sequence_rate`.
+fn probe_input(
+    path: &Path,
+    tools: &Tools,
+    sequence_rate: Rational,
+) -> Result<VideoInfo, MediaError> {
+    let json = match image_sequence(path)? {
+        Some(seq) => probe_sequence(path, &seq, tools, sequence_rate)?,
+        None => {
+            check_file(path)?;
+            ffmpeg::ffprobe_json(
+                tools,
+                path,
+                "to read the video stream's format",
+                Want::Video,
+            )?
+        }
+    };
     let stream =
         ffmpeg::streams(&json, "video")
             .next()
@@ -142,6 +303,7 @@ pub fn probe_with(path: impl AsRef<Path>, tools: &Tools) -> Result<VideoInfo, Me
         height: dim("height"),
         fps,
         fps_f64: fps.as_f64(),
+        base_rate: rate("r_frame_rate").unwrap_or(fps),
         frame_count,
         frame_count_exact,
         duration,
@@ -150,6 +312,50 @@ pub fn probe_with(path: impl AsRef<Path>, tools: &Tools) -> Result<VideoInfo, Me
             .unwrap_or("unknown")
             .to_string(),
         has_audio: ffmpeg::streams(&json, "audio").next().is_some(),
+    })
+}
+
+/// ffprobe's JSON for an image sequence.
+fn probe_sequence(
+    path: &Path,
+    seq: &Sequence,
+    tools: &Tools,
+    rate: Rational,
+) -> Result<serde_json::Value, MediaError> {
+    let output = std::process::Command::new(&tools.ffprobe)
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
+        .args(seq.input_args(rate))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| MediaError::ToolMissing {
+            path: path.to_path_buf(),
+            tool: "ffprobe",
+            tool_path: tools.ffprobe.clone(),
+            env: "MICA_FFPROBE",
+            why: format!("to read the image sequence ({e})"),
+        })?;
+    if !output.status.success() {
+        return Err(MediaError::NotMedia {
+            path: path.to_path_buf(),
+            reason: format!(
+                "ffprobe cannot read the image sequence {}: {}",
+                seq.pattern.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        });
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| MediaError::ToolFailed {
+        path: path.to_path_buf(),
+        tool: "ffprobe",
+        status: output.status.to_string(),
+        stderr: format!("unreadable JSON output: {e}"),
     })
 }
 
@@ -169,12 +375,18 @@ pub struct FrameOptions {
     pub width: u32,
     /// Output height in pixels.
     pub height: u32,
-    /// Output one frame per slot of the probed frame rate (ffmpeg's `fps` filter repeats
-    /// or drops pictures), as ffmpeg's default constant-rate output and TransNetV2's reference
-    /// pipeline do. Off by default: each decoded picture comes once, with its own timestamp,
+    /// Output one frame per slot of the stream's base rate from time 0: ffmpeg's default
+    /// constant-rate output for raw video, which TransNetV2's reference pipeline reads (the
+    /// same bytes). Pictures are repeated or dropped to fill the slots (a stream whose first
+    /// picture comes late, as in an AVI with B-frames, starts with it twice; the last one is
+    /// held for its duration), and a frame's time is its slot, `index / base_rate`. Off by
+    /// default: each decoded picture comes once, with its own timestamp,
     /// so a variable-rate or sparse stream (an AVI with repeat-frame markers) yields fewer
     /// frames than the container's count.
     pub constant_rate: bool,
+    /// Frame rate of image-sequence input (a directory of numbered images or a `%05d`
+    /// pattern); 25 fps by default, as ffmpeg reads them.
+    pub sequence_rate: Rational,
     /// Where ffmpeg and ffprobe are.
     pub tools: Tools,
 }
@@ -193,6 +405,7 @@ impl FrameOptions {
             width,
             height,
             constant_rate: false,
+            sequence_rate: DEFAULT_SEQUENCE_RATE,
             tools: Tools::from_env(),
         }
     }
@@ -243,6 +456,8 @@ pub struct FrameSource {
     estimated: u64,
     warnings: Warnings,
     done: bool,
+    /// Seconds per frame in constant-rate mode, where frame times are the rate's slots.
+    slot: Option<f64>,
 }
 
 impl std::fmt::Debug for FrameSource {
@@ -270,49 +485,52 @@ impl FrameSource {
                 options.width, options.height
             )));
         }
-        let info = probe_with(path, &options.tools)?;
+        let info = probe_input(path, &options.tools, options.sequence_rate)?;
+        let sequence = image_sequence(path)?;
         let (tx, rx) = mpsc::channel();
         // showinfo goes last so it logs exactly the frames written to the pipe.
-        let rate = if options.constant_rate {
-            format!("fps={},", info.fps)
+        // Constant rate: ffmpeg's default for raw output (no -vsync), which repeats or drops
+        // pictures after the filters, so showinfo would not see the repeats; the slots'
+        // times are index / rate instead.
+        let info_filter = if options.constant_rate {
+            ""
         } else {
-            String::new()
+            ",showinfo"
         };
         let filter = format!(
-            "{rate}scale={}:{},format=rgb24,showinfo",
+            "scale={}:{},format=rgb24{info_filter}",
             options.width, options.height
         );
-        let mut args: Vec<OsString> = [
-            "-nostdin",
-            "-hide_banner",
-            "-nostats",
-            "-v",
-            "level+info",
-            "-i",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
-        args.push(ffmpeg::input_arg(path));
-        args.extend(
-            [
-                "-map",
-                "0:V:0",
-                "-an",
-                "-sn",
-                "-dn",
-                "-vsync",
-                "passthrough",
-                "-vf",
-                &filter,
-                "-pix_fmt",
-                "rgb24",
-                "-f",
-                "rawvideo",
-                "pipe:1",
-            ]
+        let sync: &[&str] = if options.constant_rate {
+            &[]
+        } else {
+            &["-vsync", "passthrough"]
+        };
+        let mut args: Vec<OsString> = ["-nostdin", "-hide_banner", "-nostats", "-v", "level+info"]
             .iter()
-            .map(OsString::from),
+            .map(OsString::from)
+            .collect();
+        match &sequence {
+            Some(seq) => args.extend(seq.input_args(options.sequence_rate)),
+            None => args.extend(["-i".into(), ffmpeg::input_arg(path)]),
+        }
+        args.extend(
+            ["-map", "0:V:0", "-an", "-sn", "-dn"]
+                .iter()
+                .chain(sync)
+                .chain(
+                    [
+                        "-vf",
+                        filter.as_str(),
+                        "-pix_fmt",
+                        "rgb24",
+                        "-f",
+                        "rawvideo",
+                        "pipe:1",
+                    ]
+                    .iter(),
+                )
+                .map(OsString::from),
         );
         let proc = Subprocess::spawn(
             Tool::Ffmpeg,
@@ -331,6 +549,7 @@ impl FrameSource {
                 is_problem(line)
             },
         )?;
+        let info_rate = info.base_rate.as_f64();
         let frame_bytes = options.width as usize * options.height as usize * 3;
         Ok(FrameSource {
             path: path.to_path_buf(),
@@ -345,6 +564,7 @@ impl FrameSource {
             estimated: 0,
             warnings: Warnings::default(),
             done: false,
+            slot: (options.constant_rate && info_rate > 0.0).then(|| 1.0 / info_rate),
         })
     }
 
@@ -393,7 +613,11 @@ impl FrameSource {
             }
             return self.end();
         }
-        let pts = match self.pts.recv_timeout(PTS_WAIT) {
+        let pts = match self.slot {
+            Some(step) => Ok(Some(self.index as f64 * step)),
+            None => self.pts.recv_timeout(PTS_WAIT),
+        };
+        let pts = match pts {
             Ok(Some(pts)) => pts,
             Ok(None) | Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
                 self.estimate_pts()
@@ -505,6 +729,66 @@ impl Iterator for FrameSource {
     fn next(&mut self) -> Option<Self::Item> {
         self.next_frame().transpose()
     }
+}
+
+/// Writes the picture shown at `pts` seconds of `path`'s first video stream, at its own
+/// resolution, as a JPEG (`quality` 2 best .. 31 worst, ffmpeg's `-q:v`). Seeks, so it costs
+/// one short decode however long the video.
+pub fn extract_jpeg(
+    path: impl AsRef<Path>,
+    pts: f64,
+    out: impl AsRef<Path>,
+    quality: u8,
+    tools: &Tools,
+) -> Result<(), MediaError> {
+    let (path, out) = (path.as_ref(), out.as_ref());
+    check_file(path)?;
+    if !pts.is_finite() || pts < 0.0 || !(2..=31).contains(&quality) {
+        return Err(MediaError::InvalidOption(format!(
+            "thumbnail at {pts} s with quality {quality}: the time must be 0 or more and the \
+             quality between 2 and 31"
+        )));
+    }
+    let mut args: Vec<OsString> = ["-nostdin", "-hide_banner", "-v", "error", "-ss"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    args.push(format!("{pts:.6}").into());
+    args.push("-i".into());
+    args.push(ffmpeg::input_arg(path));
+    for a in ["-map", "0:V:0", "-frames:v", "1", "-q:v"] {
+        args.push(a.into());
+    }
+    args.push(quality.to_string().into());
+    args.push("-y".into());
+    let mut target = OsString::from("file:");
+    target.push(out.as_os_str());
+    args.push(target);
+    let output = std::process::Command::new(&tools.ffmpeg)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| MediaError::ToolMissing {
+            path: path.to_path_buf(),
+            tool: "ffmpeg",
+            tool_path: tools.ffmpeg.clone(),
+            env: "MICA_FFMPEG",
+            why: format!("to write a thumbnail ({e})"),
+        })?;
+    let written = std::fs::metadata(out).map(|m| m.len() > 0).unwrap_or(false);
+    if !output.status.success() || !written {
+        return Err(MediaError::ToolFailed {
+            path: path.to_path_buf(),
+            tool: "ffmpeg",
+            status: output.status.to_string(),
+            stderr: format!(
+                "no picture at {pts:.3} s written to {}: {}",
+                out.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The `pts_time:` value of a showinfo frame line; `None` for `NOPTS` or garbage.

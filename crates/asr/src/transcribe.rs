@@ -1,0 +1,311 @@
+//! The public entry point: [`Transcriber`] (shared weights, tokenizer, mel front end) and
+//! [`TranscribeOptions`], from samples or a decoding [`AudioStream`] to a [`Transcript`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::Device;
+use mica_core::document::{Segment, Transcript};
+use mica_core::media::AudioStream;
+use mica_vad::{SileroVad, SpeechOptions, Vad};
+use serde::{Deserialize, Serialize};
+
+use crate::AsrError;
+use crate::decode::{DecodeOptions, Task, detect_language};
+use crate::longform::{RawSegment, SeekTranscriber, mel_windows};
+use crate::mel::{LogMel, SAMPLE_RATE, WINDOW_FRAMES};
+use crate::model::{Precision, Whisper};
+use crate::tokenizer::WhisperTokenizer;
+use crate::vad_batch::{BatchedTranscriber, merge_regions};
+use crate::words::{APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS};
+
+/// Everything a transcription can be asked for; the defaults are faster-whisper's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TranscribeOptions {
+    /// Language code (`en`, `es`, ...); `None` detects it on the first 30 s
+    /// (multilingual models; English-only ones are always `en`).
+    pub language: Option<String>,
+    /// Transcribe, or translate into English.
+    pub task: Task,
+    /// How each window is decoded.
+    pub decode: DecodeOptions,
+    /// Prompt each window with the text before it (sequential mode).
+    pub condition_on_previous_text: bool,
+    /// Stop conditioning after a window decoded above this temperature.
+    pub prompt_reset_on_temperature: f32,
+    /// Text given as if it preceded the audio (names, spelling, style).
+    pub initial_prompt: Option<String>,
+    /// Words to bias towards, put in the prompt of every window.
+    pub hotwords: Option<String>,
+    /// Per-word timings by cross-attention alignment.
+    pub word_timestamps: bool,
+    /// Punctuation merged into the following word.
+    pub prepend_punctuations: String,
+    /// Punctuation merged into the preceding word.
+    pub append_punctuations: String,
+    /// VAD-batched mode: decode speech regions merged into <= 30 s chunks, many at once,
+    /// instead of the sequential seek over the whole input.
+    pub vad: bool,
+    /// Speech detection options of the VAD-batched mode.
+    pub vad_options: SpeechOptions,
+    /// Chunks decoded together in the VAD-batched mode.
+    pub batch_size: usize,
+}
+
+impl Default for TranscribeOptions {
+    fn default() -> Self {
+        TranscribeOptions {
+            language: None,
+            task: Task::Transcribe,
+            decode: DecodeOptions::default(),
+            condition_on_previous_text: true,
+            prompt_reset_on_temperature: 0.5,
+            initial_prompt: None,
+            hotwords: None,
+            word_timestamps: false,
+            prepend_punctuations: PREPEND_PUNCTUATIONS.to_string(),
+            append_punctuations: APPEND_PUNCTUATIONS.to_string(),
+            vad: false,
+            // faster-whisper's batched pipeline: 160 ms silences split, 400 ms padding.
+            vad_options: SpeechOptions {
+                min_silence_duration_ms: 160,
+                speech_pad_ms: 400,
+                min_speech_duration_ms: 0,
+                max_speech_duration_s: Some(30.0),
+                ..SpeechOptions::default()
+            },
+            batch_size: 8,
+        }
+    }
+}
+
+impl TranscribeOptions {
+    /// Checks ranges (the decoding options included).
+    pub fn validate(&self) -> Result<(), AsrError> {
+        self.decode.validate()?;
+        self.vad_options.validate()?;
+        if self.batch_size == 0 {
+            return Err(AsrError::InvalidOption(
+                "batch_size must be at least 1".into(),
+            ));
+        }
+        if !(self.prompt_reset_on_temperature.is_finite()) {
+            return Err(AsrError::InvalidOption(
+                "prompt_reset_on_temperature must be a number".into(),
+            ));
+        }
+        if let Some(l) = &self.language
+            && (l.is_empty() || !l.chars().all(|c| c.is_ascii_lowercase()))
+        {
+            return Err(AsrError::InvalidOption(format!(
+                "language {l:?}: give a lower-case code such as en, es, fr (or leave it out to detect)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whisper loaded once with its tokenizer and front end; `Clone` is cheap and clones
+/// share the weights.
+#[derive(Debug, Clone)]
+pub struct Transcriber {
+    model: Arc<Whisper>,
+    tokenizer: Arc<WhisperTokenizer>,
+    mel: Arc<LogMel>,
+    vad: Option<Arc<SileroVad>>,
+}
+
+impl Transcriber {
+    /// Loads a checkpoint directory (`config.json`, `model.safetensors`,
+    /// `tokenizer.json`).
+    pub fn load(
+        dir: &Path,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Transcriber, AsrError> {
+        let model = Whisper::load(dir, device, precision)?;
+        Self::new(Arc::new(model), &dir.join("tokenizer.json"))
+    }
+
+    /// A transcriber over already loaded weights and the checkpoint's `tokenizer.json`.
+    pub fn new(model: Arc<Whisper>, tokenizer_json: &Path) -> Result<Transcriber, AsrError> {
+        let multilingual = !model.config().is_english_only();
+        let tokenizer = WhisperTokenizer::from_file(tokenizer_json, multilingual)?;
+        let mel = LogMel::new(model.config().num_mel_bins)?;
+        Ok(Transcriber {
+            model,
+            tokenizer: Arc::new(tokenizer),
+            mel: Arc::new(mel),
+            vad: None,
+        })
+    }
+
+    /// Uses these Silero weights for the VAD-batched mode (otherwise they are loaded from
+    /// the model store when first needed).
+    pub fn with_vad(mut self, vad: Arc<SileroVad>) -> Transcriber {
+        self.vad = Some(vad);
+        self
+    }
+
+    /// The network.
+    pub fn model(&self) -> &Arc<Whisper> {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &WhisperTokenizer {
+        &self.tokenizer
+    }
+
+    /// Language probabilities of the first 30 s of `samples` (16 kHz mono), likeliest
+    /// first. English-only checkpoints give an error.
+    pub fn detect_language(&self, samples: &[f32]) -> Result<Vec<(String, f64)>, AsrError> {
+        let mel = self.mel.compute(samples)?;
+        let frames = mel.n_frames().min(WINDOW_FRAMES);
+        let features =
+            self.model
+                .encode(&mel_windows(&mel, &[(0, frames)], self.model.device())?)?;
+        detect_language(&self.model, &self.tokenizer, &features)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| AsrError::State("language detection returned nothing".into()))
+    }
+
+    /// Transcribes 16 kHz mono samples.
+    pub fn transcribe(
+        &self,
+        samples: &[f32],
+        options: &TranscribeOptions,
+    ) -> Result<Transcript, AsrError> {
+        options.validate()?;
+        let duration = samples.len() as f64 / SAMPLE_RATE as f64;
+        let (language, language_token) = self.language(samples, options)?;
+        let segments = if samples.len() < crate::mel::HOP {
+            Vec::new()
+        } else if options.vad {
+            self.run_vad_batched(samples, options, language_token, &language)?
+        } else {
+            let mel = self.mel.compute(samples)?;
+            SeekTranscriber {
+                model: &self.model,
+                tokenizer: &self.tokenizer,
+                options,
+                language: language_token,
+                language_code: language.clone(),
+            }
+            .run(&mel)?
+        };
+        Ok(Transcript {
+            language,
+            duration,
+            segments: segments.into_iter().map(to_segment).collect(),
+        })
+    }
+
+    /// Transcribes a decoding stream (read to the end first: the sequential algorithm
+    /// needs the global mel maximum, as openai computes it).
+    pub fn transcribe_stream(
+        &self,
+        stream: AudioStream,
+        options: &TranscribeOptions,
+    ) -> Result<Transcript, AsrError> {
+        options.validate()?;
+        let audio = stream.collect_all()?;
+        for w in &audio.warnings {
+            tracing::warn!("{w}");
+        }
+        self.transcribe(&audio.samples, options)
+    }
+
+    /// The language code and prompt token: given, detected, or `en` on English-only
+    /// checkpoints.
+    fn language(
+        &self,
+        samples: &[f32],
+        options: &TranscribeOptions,
+    ) -> Result<(String, Option<u32>), AsrError> {
+        if !self.tokenizer.is_multilingual() {
+            if let Some(l) = options.language.as_deref()
+                && l != "en"
+            {
+                return Err(AsrError::Language(format!(
+                    "language {l:?} asked of an English-only checkpoint; use a multilingual one (e.g. base) or --language en"
+                )));
+            }
+            if options.task == Task::Translate {
+                return Err(AsrError::Language(
+                    "translate needs a multilingual checkpoint (e.g. base); English-only ones only transcribe".into(),
+                ));
+            }
+            return Ok(("en".into(), None));
+        }
+        let code = match &options.language {
+            Some(l) => l.clone(),
+            None if samples.len() < crate::mel::HOP => "en".into(),
+            None => {
+                let probs = self.detect_language(samples)?;
+                let (code, p) = probs
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| AsrError::State("no language probabilities".into()))?;
+                tracing::info!("detected language {code} (p = {p:.2})");
+                code
+            }
+        };
+        let token = self.tokenizer.language_token(&code).ok_or_else(|| {
+            AsrError::Language(format!(
+                "language {code:?} is not one this checkpoint knows; known: {}",
+                self.tokenizer
+                    .languages()
+                    .iter()
+                    .map(|(c, _)| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))
+        })?;
+        Ok((code, Some(token)))
+    }
+
+    fn run_vad_batched(
+        &self,
+        samples: &[f32],
+        options: &TranscribeOptions,
+        language_token: Option<u32>,
+        language: &str,
+    ) -> Result<Vec<RawSegment>, AsrError> {
+        let vad_model = match &self.vad {
+            Some(v) => Arc::clone(v),
+            None => SileroVad::from_store(self.model.device())?,
+        };
+        let vad = Vad::new(vad_model, options.vad_options.clone())?;
+        let out = vad.detect(samples, mica_vad::SampleRate::from_hz(SAMPLE_RATE as u32)?)?;
+        let chunks = merge_regions(&out.regions(), 30.0, samples.len());
+        tracing::debug!(
+            regions = out.segments.len(),
+            chunks = chunks.len(),
+            "speech regions merged into chunks"
+        );
+        BatchedTranscriber {
+            model: &self.model,
+            tokenizer: &self.tokenizer,
+            mel: &self.mel,
+            options,
+            language: language_token,
+            language_code: language.to_string(),
+        }
+        .run(samples, &chunks)
+    }
+}
+
+fn to_segment(s: RawSegment) -> Segment {
+    Segment {
+        start: s.start,
+        end: s.end,
+        text: s.text,
+        speaker: None,
+        words: s.words,
+        avg_logprob: s.avg_logprob,
+        no_speech_prob: s.no_speech_prob,
+    }
+}

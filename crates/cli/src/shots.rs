@@ -1,0 +1,144 @@
+//! `mica shots INPUT`: shot boundaries with TransNetV2.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use mica_core::device::{ComputeOptions, DeviceSpec};
+use mica_core::document::{Analysis, MediaInfo, Timings};
+use mica_core::media::{self, Tools};
+use mica_core::writers::{self, Format, WriterOptions};
+use mica_scenes::{ShotDetector, ShotList, ShotOptions, TransNetV2};
+
+/// Arguments of `mica shots`.
+#[derive(Debug, Args)]
+pub struct ShotsArgs {
+    /// The video file (any container and codec ffmpeg reads).
+    input: PathBuf,
+    /// Boundary probability above which a frame is a transition frame.
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    threshold: f32,
+    /// Write one JPEG per shot (its middle frame, source resolution) into DIR.
+    #[arg(long, value_name = "DIR")]
+    thumbnails: Option<PathBuf>,
+    /// Decode each picture once at its own timestamp instead of at the stream's constant
+    /// rate (the model's reference pipeline); for variable-frame-rate sources.
+    #[arg(long)]
+    vfr: bool,
+    /// Windows of 100 frames per forward pass (0: 1 on the CPU, 32 on GPUs).
+    #[arg(long, default_value_t = 0)]
+    batch: usize,
+    /// Model name or directory.
+    #[arg(long, default_value = "transnetv2")]
+    model: String,
+    /// Output format: json, csv (PySceneDetect columns) or edl (CMX3600).
+    #[arg(long, default_value = "json")]
+    format: Format,
+    /// Write to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Device: auto, cpu, cuda:N or metal.
+    #[arg(long, default_value = "auto")]
+    device: DeviceSpec,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// The JSON document: the input, its shots and transitions, timings.
+#[derive(Debug, serde::Serialize)]
+struct ShotsDocument<'a> {
+    media: &'a MediaInfo,
+    #[serde(flatten)]
+    shots: &'a ShotList,
+    timings: &'a Timings,
+}
+
+/// Runs `mica shots`.
+pub fn run(args: ShotsArgs) -> Result<()> {
+    if !matches!(args.format, Format::Json | Format::Csv | Format::Edl) {
+        anyhow::bail!(
+            "mica shots writes json, csv or edl, not {}; pick one of those",
+            args.format.name()
+        );
+    }
+    let options = ShotOptions {
+        threshold: args.threshold,
+        batch_windows: args.batch,
+        constant_rate: !args.vfr,
+        ..ShotOptions::default()
+    };
+    // Bad options fail before any model or media work.
+    options.validate()?;
+    let started = Instant::now();
+    let device = ComputeOptions {
+        device: args.device,
+        threads: args.threads,
+    }
+    .apply()?;
+    let tools = Tools::from_env();
+    // The video stream alone: opening the audio too would only cost time (and warn about
+    // damaged sound that shot detection never reads).
+    let video = media::probe_with(&args.input, &tools)?;
+    let media_info = MediaInfo {
+        source: args.input.display().to_string(),
+        duration: video
+            .duration
+            .unwrap_or(video.frame_count as f64 / video.fps_f64.max(1e-9)),
+        audio: None,
+        video: Some(mica_core::document::VideoInfo {
+            width: video.width,
+            height: video.height,
+            fps: video.fps_f64,
+            frames: video.frame_count_exact.then_some(video.frame_count),
+        }),
+    };
+    let dir = mica_core::models::ModelSpec::parse(&args.model)?.resolve(&[TransNetV2::FILE])?;
+    let model = TransNetV2::from_path(&dir, &device)?;
+    let detector = ShotDetector::new(model, options)?;
+    let shots_started = Instant::now();
+    let mut list = detector
+        .detect_path(&args.input)
+        .with_context(|| format!("{}: shot detection", args.input.display()))?;
+    let mut timings = Timings::default();
+    timings.add("shots", shots_started.elapsed().as_secs_f64());
+    if let Some(dir) = &args.thumbnails {
+        let thumbs = Instant::now();
+        list.write_thumbnails(&args.input, dir, &tools)?;
+        timings.add("thumbnails", thumbs.elapsed().as_secs_f64());
+    }
+    timings.total = started.elapsed().as_secs_f64();
+    tracing::info!(
+        "{}: {} shots, {} transitions in {} frames ({:.0} frames/s)",
+        args.input.display(),
+        list.shots.len(),
+        list.transitions.len(),
+        list.frames,
+        list.frames as f64 / shots_started.elapsed().as_secs_f64().max(1e-9)
+    );
+    let mut sink = crate::open_output(args.output.as_deref())?;
+    match args.format {
+        Format::Json => {
+            let doc = ShotsDocument {
+                media: &media_info,
+                shots: &list,
+                timings: &timings,
+            };
+            serde_json::to_writer_pretty(&mut sink, &doc)?;
+            writeln!(sink)?;
+        }
+        format => {
+            let analysis = Analysis {
+                media: media_info,
+                shots: Some(list.to_shots()),
+                timings,
+                ..Analysis::default()
+            };
+            writers::write(&analysis, format, &WriterOptions::default(), &mut sink)?;
+        }
+    }
+    sink.flush()?;
+    Ok(())
+}

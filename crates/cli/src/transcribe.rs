@@ -1,0 +1,142 @@
+//! `mica transcribe INPUT`: speech to text with Whisper.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use mica_asr::{Precision, Task, TranscribeOptions, Transcriber};
+use mica_core::device::{ComputeOptions, DeviceSpec};
+use mica_core::document::Analysis;
+use mica_core::media::{self, AudioOptions, AudioStream};
+use mica_core::writers::{self, Format, WriterOptions};
+
+/// Arguments of `mica transcribe`.
+#[derive(Debug, Args)]
+pub struct TranscribeArgs {
+    /// The media file.
+    input: PathBuf,
+    /// Model: a name (tiny.en, base), a directory, or hf:owner/repo.
+    #[arg(long, default_value = "tiny.en")]
+    model: String,
+    /// Spoken language code (en, es, ...), or auto to detect it.
+    #[arg(long, default_value = "auto")]
+    language: String,
+    /// transcribe, or translate into English (multilingual models).
+    #[arg(long, default_value = "transcribe")]
+    task: String,
+    /// VAD-batched mode: decode the speech regions found by Silero VAD in batches.
+    #[arg(long)]
+    vad: bool,
+    /// Chunks decoded together in the VAD-batched mode.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Per-word timings.
+    #[arg(long)]
+    word_timestamps: bool,
+    /// Beams at temperature 0 (1 = greedy).
+    #[arg(long, default_value_t = 5)]
+    beam_size: usize,
+    /// Temperatures tried in turn, comma separated (a single 0 disables the fallback).
+    #[arg(
+        long,
+        default_value = "0,0.2,0.4,0.6,0.8,1.0",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
+    temperature: Vec<f32>,
+    /// Text that precedes the audio (names, spelling, style).
+    #[arg(long)]
+    initial_prompt: Option<String>,
+    /// Do not prompt each window with the previous text.
+    #[arg(long)]
+    no_condition_on_previous_text: bool,
+    /// Weights precision: f32, f16, bf16, q8 or q4k.
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
+    /// Output format: json, srt, vtt or txt.
+    #[arg(long, default_value = "json")]
+    format: Format,
+    /// Write to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Device: auto, cpu, cuda:N or metal.
+    #[arg(long, default_value = "auto")]
+    device: DeviceSpec,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// Runs `mica transcribe`.
+pub fn run(args: TranscribeArgs) -> Result<()> {
+    if !matches!(
+        args.format,
+        Format::Json | Format::Srt | Format::Vtt | Format::Txt
+    ) {
+        anyhow::bail!(
+            "mica transcribe writes json, srt, vtt or txt, not {}; pick one of those",
+            args.format.name()
+        );
+    }
+    let options = TranscribeOptions {
+        language: match args.language.as_str() {
+            "auto" => None,
+            code => Some(code.to_string()),
+        },
+        task: args.task.parse::<Task>()?,
+        vad: args.vad,
+        batch_size: args.batch_size,
+        word_timestamps: args.word_timestamps,
+        initial_prompt: args.initial_prompt.clone(),
+        condition_on_previous_text: !args.no_condition_on_previous_text,
+        decode: mica_asr::DecodeOptions {
+            beam_size: args.beam_size,
+            temperatures: args.temperature.clone(),
+            ..mica_asr::DecodeOptions::default()
+        },
+        ..TranscribeOptions::default()
+    };
+    // Bad options fail before any model or media work.
+    options.validate()?;
+    let started = Instant::now();
+    let device = ComputeOptions {
+        device: args.device,
+        threads: args.threads,
+    }
+    .apply()?;
+    let dir = mica_core::models::ModelSpec::parse(&args.model)?.resolve(&[
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ])?;
+    let transcriber = Transcriber::load(&dir, &device, args.precision)
+        .with_context(|| format!("loading {}", args.model))?;
+    let media_info = media::describe(&args.input, &media::Tools::from_env())?;
+    let stream = AudioStream::open_with(&args.input, &AudioOptions::default())?;
+    let asr_started = Instant::now();
+    let transcript = transcriber
+        .transcribe_stream(stream, &options)
+        .with_context(|| format!("{}: transcription", args.input.display()))?;
+    let asr_seconds = asr_started.elapsed().as_secs_f64();
+    tracing::info!(
+        "{}: {} segments from {:.1} s of audio in {:.1} s ({:.1}x real time)",
+        args.input.display(),
+        transcript.segments.len(),
+        transcript.duration,
+        asr_seconds,
+        transcript.duration / asr_seconds.max(1e-9)
+    );
+    let mut analysis = Analysis {
+        media: media_info,
+        transcript: Some(transcript),
+        ..Analysis::default()
+    };
+    analysis.timings.add("asr", asr_seconds);
+    analysis.timings.total = started.elapsed().as_secs_f64();
+    let mut sink = crate::open_output(args.output.as_deref())?;
+    writers::write(&analysis, args.format, &WriterOptions::default(), &mut sink)?;
+    sink.flush()?;
+    Ok(())
+}

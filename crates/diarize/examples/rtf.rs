@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(json) => serde_json::from_str(&json)?,
         Err(_) => DiarizeOptions::default(),
     };
-    let d = Diarizer::from_store(&Device::Cpu, options)?;
+    let d = Diarizer::from_store(&device()?, options)?;
     let started = Instant::now();
     let mut s = d.session();
     for chunk in audio.chunks(16_000) {
@@ -57,4 +57,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.turns.len()
     );
     Ok(())
+}
+
+/// `MICA_DEVICE` (auto, cpu, cuda:N; default cpu) picks the device.
+fn device() -> Result<Device, Box<dyn std::error::Error>> {
+    let spec: mica_core::device::DeviceSpec = std::env::var("MICA_DEVICE")
+        .unwrap_or_else(|_| "cpu".into())
+        .parse()?;
+    Ok(spec.resolve()?)
 }

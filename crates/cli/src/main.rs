@@ -90,6 +90,28 @@ fn usage_error(e: clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Where models run; every command that runs one takes these.
+#[derive(Debug, clap::Args)]
+struct ComputeArgs {
+    /// Device: auto, cpu, cuda:N or metal.
+    #[arg(long, default_value = "auto")]
+    device: mica_core::device::DeviceSpec,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl ComputeArgs {
+    /// Fixes the thread count and opens the device.
+    fn apply(&self) -> anyhow::Result<candle_core::Device> {
+        Ok(mica_core::device::ComputeOptions {
+            device: self.device,
+            threads: self.threads,
+        }
+        .apply()?)
+    }
+}
+
 /// Standard output, or FILE when `-o FILE` was given.
 fn open_output(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn std::io::Write>> {
     use anyhow::Context;

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use mica_core::device::{ComputeOptions, DeviceSpec};
 use mica_core::document::{Analysis, MediaInfo, Timings};
 use mica_core::media::{self, Tools};
 use mica_core::writers::{self, Format, WriterOptions};
@@ -39,12 +38,8 @@ pub struct ShotsArgs {
     /// Write to FILE instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Device: auto, cpu, cuda:N or metal.
-    #[arg(long, default_value = "auto")]
-    device: DeviceSpec,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    compute: crate::ComputeArgs,
 }
 
 /// The JSON document: the input, its shots and transitions, timings.
@@ -73,11 +68,7 @@ pub fn run(args: ShotsArgs) -> Result<()> {
     // Bad options fail before any model or media work.
     options.validate()?;
     let started = Instant::now();
-    let device = ComputeOptions {
-        device: args.device,
-        threads: args.threads,
-    }
-    .apply()?;
+    let device = args.compute.apply()?;
     let tools = Tools::from_env();
     // The video stream alone: opening the audio too would only cost time (and warn about
     // damaged sound that shot detection never reads).

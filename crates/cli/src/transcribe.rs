@@ -7,7 +7,6 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use mica_asr::{Precision, Task, TranscribeOptions, Transcriber};
-use mica_core::device::{ComputeOptions, DeviceSpec};
 use mica_core::document::Analysis;
 use mica_core::media::{self, AudioOptions, AudioStream};
 use mica_core::writers::{self, Format, WriterOptions};
@@ -61,12 +60,8 @@ pub struct TranscribeArgs {
     /// Write to FILE instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Device: auto, cpu, cuda:N or metal.
-    #[arg(long, default_value = "auto")]
-    device: DeviceSpec,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    compute: crate::ComputeArgs,
 }
 
 /// Runs `mica transcribe`.
@@ -101,11 +96,7 @@ pub fn run(args: TranscribeArgs) -> Result<()> {
     // Bad options fail before any model or media work.
     options.validate()?;
     let started = Instant::now();
-    let device = ComputeOptions {
-        device: args.device,
-        threads: args.threads,
-    }
-    .apply()?;
+    let device = args.compute.apply()?;
     let dir = mica_core::models::ModelSpec::parse(&args.model)?.resolve(&[
         "config.json",
         "model.safetensors",

@@ -531,7 +531,8 @@ mod tests {
             .flatten_all()?
             .max(0)?
             .to_scalar::<f32>()?;
-        assert!(d < 1e-7, "softmax {d}");
+        // A few ulps: one ulp near 1.0 is 1.19e-7, and the inputs are unseeded.
+        assert!(d < 5e-7, "softmax {d}");
         let g = (gelu(&x)? - x.gelu_erf()?)?
             .abs()?
             .flatten_all()?

@@ -565,7 +565,9 @@ mod tests {
                 .flatten_all()?
                 .max(0)?
                 .to_scalar::<f32>()?;
-            assert!(d < 1e-4, "small_matmul m={m}: {d}");
+            // Sums of 389 products of magnitude ~20 in another order: f32 rounding alone
+            // reaches ~1e-4 at the tail of 5,000 unseeded outputs.
+            assert!(d < 1e-3, "small_matmul m={m}: {d}");
         }
         Ok(())
     }

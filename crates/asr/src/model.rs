@@ -23,7 +23,11 @@
 //! candle's CPU quantized kernels are only vectorised when the build enables AVX2
 //! (`-C target-cpu`), so Q4K is slow on a default CPU build.
 
+mod attention;
+mod int8;
 mod ops;
+
+pub(crate) use ops::sum_exp;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -118,8 +122,9 @@ enum Proj {
     /// candle's block-quantized weights (q8_0 / q4k; the GPU path of the quantized
     /// precisions).
     Quant(QMatMul),
-    /// mica's per-row int8 weights (the CPU path of [`Precision::Q8_0`]).
-    Int8(Arc<ops::Int8Weight>),
+    /// mica's per-row int8 weights with the bias folded in (the CPU path of
+    /// [`Precision::Q8_0`]).
+    Int8(Arc<int8::Int8Weight>),
 }
 
 impl Proj {
@@ -311,6 +316,14 @@ impl Weights<'_> {
             None => None,
         };
         if self.quantize.get() {
+            if self.precision == Precision::Q8_0 && self.device.is_cpu() {
+                // The int8 kernel adds the bias in its rescaling pass.
+                let q = int8::Int8Weight::quantize(&w, b.as_ref())?;
+                return Ok(Linear {
+                    w: Proj::Int8(Arc::new(q)),
+                    b: None,
+                });
+            }
             let w = quantize(&w, self.precision, &self.device)?;
             return Ok(Linear { w, b });
         }
@@ -398,7 +411,7 @@ impl Weights<'_> {
 /// the CPU, candle's quantized matmuls otherwise.
 fn quantize(w: &Tensor, precision: Precision, device: &Device) -> Result<Proj, AsrError> {
     if precision == Precision::Q8_0 && device.is_cpu() {
-        return Ok(Proj::Int8(Arc::new(ops::Int8Weight::quantize(w)?)));
+        return Ok(Proj::Int8(Arc::new(int8::Int8Weight::quantize(w, None)?)));
     }
     let k = w.dim(1)?;
     let ty = match precision {
@@ -433,10 +446,12 @@ impl Whisper {
             path: &path,
             device: device.clone(),
             precision,
-            // On the CPU the encoder stays f32: its 1500-row products are compute-bound,
-            // where the f32 GEMM beats int8 dot-product kernels. The decoder's few-row
-            // steps are memory-bound, where int8 weights pay.
-            quantize: std::cell::Cell::new(precision.is_quantized() && !device.is_cpu()),
+            // On the CPU the encoder is int8 only where VNNI makes its compute-bound
+            // 1500-row products faster than the f32 GEMM; the decoder's memory-bound
+            // few-row steps gain from int8 weights everywhere.
+            quantize: std::cell::Cell::new(
+                precision.is_quantized() && (!device.is_cpu() || int8::fast_int8()),
+            ),
         };
         let c = &config;
         let d = c.d_model;
@@ -527,6 +542,12 @@ impl Whisper {
         })
     }
 
+    /// Whether the decoder keeps cross-attention keys transposed, for the fused CPU step
+    /// kernel (f32 on the CPU).
+    fn cross_k_transposed(&self) -> bool {
+        self.device.is_cpu() && self.dtype == DType::F32
+    }
+
     /// The checkpoint's configuration.
     pub fn config(&self) -> &WhisperConfig {
         &self.config
@@ -613,6 +634,11 @@ impl Whisper {
                 let kv = b.cross.kv.forward(&features)?;
                 let k = split_heads(&kv.narrow(2, 0, d)?, heads)?;
                 let v = split_heads(&kv.narrow(2, d, d)?, heads)?;
+                let k = if self.cross_k_transposed() {
+                    k.transpose(2, 3)?.contiguous()?
+                } else {
+                    k
+                };
                 Ok(LayerState {
                     cross_k: k,
                     cross_v: v,
@@ -760,16 +786,24 @@ impl Whisper {
                 .reshape((items, rpi, t, heads, dh))?
                 .permute((0, 3, 1, 2, 4))?
                 .reshape((items, heads, rpi * t, dh))?;
-            let s = q.matmul(&ls.cross_k.t()?)?;
-            let p = ops::softmax_last_dim(&s)?;
-            if let Some(cap) = capture.as_deref_mut()
-                && self.align.get(align_idx).is_some_and(|(l, _)| *l == li)
-            {
-                cap.push(p.clone());
-                align_idx += 1;
-            }
-            let o = p
-                .matmul(&ls.cross_v)?
+            let capturing =
+                capture.is_some() && self.align.get(align_idx).is_some_and(|(l, _)| *l == li);
+            let o = if self.cross_k_transposed() && t == 1 && !capturing {
+                attention::cross_attention_step(&q, &ls.cross_k, &ls.cross_v)?
+            } else {
+                let s = if self.cross_k_transposed() {
+                    q.matmul(&ls.cross_k)?
+                } else {
+                    q.matmul(&ls.cross_k.t()?)?
+                };
+                let p = ops::softmax_last_dim(&s)?;
+                if capturing && let Some(cap) = capture.as_deref_mut() {
+                    cap.push(p.clone());
+                    align_idx += 1;
+                }
+                p.matmul(&ls.cross_v)?
+            };
+            let o = o
                 .reshape((items, heads, rpi, t, dh))?
                 .permute((0, 2, 3, 1, 4))?
                 .reshape((rows, t, d))?;
@@ -827,6 +861,9 @@ const ENC_SCORES_CHUNK: usize = 1 << 25;
 
 /// Full (unmasked) attention of the encoder from the fused `[B, T, 3d]` projection.
 fn encoder_attention(qkv: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    if attention::applies(qkv) {
+        return attention::encoder_attention(qkv, heads);
+    }
     let (b, t, d3) = qkv.dims3()?;
     let d = d3 / 3;
     let per_item = heads * t * t;
@@ -854,7 +891,8 @@ fn encoder_attention(qkv: &Tensor, heads: usize) -> candle_core::Result<Tensor> 
 /// Per-layer decoder cache.
 #[derive(Debug)]
 struct LayerState {
-    /// `[items, H, 1500, dh]`.
+    /// `[items, H, 1500, dh]`, or `[items, H, dh, 1500]` where
+    /// [`Whisper::cross_k_transposed`] (the CPU step kernel's layout).
     cross_k: Tensor,
     /// `[items, H, 1500, dh]`.
     cross_v: Tensor,
@@ -911,8 +949,8 @@ impl DecoderState {
         let rows = self.rows();
         let len = self.len;
         for l in &mut self.layers {
-            let (_, h, _, dh) = l.cross_k.dims4()?;
-            let (dtype, dev) = (l.cross_k.dtype(), l.cross_k.device().clone());
+            let (_, h, _, dh) = l.cross_v.dims4()?;
+            let (dtype, dev) = (l.cross_v.dtype(), l.cross_v.device().clone());
             let grow = |old: &Option<Tensor>| -> candle_core::Result<Tensor> {
                 let fresh = Tensor::zeros((rows, h, cap - len, dh), dtype, &dev)?;
                 match old {
@@ -953,7 +991,16 @@ impl DecoderState {
         if identity {
             return Ok(());
         }
-        self.select_rows(src)
+        let len = self.len;
+        for l in &mut self.layers {
+            if let (Some(k), Some(v)) = (&l.self_k, &l.self_v) {
+                let k = ops::reorder_rows(k, src, len)?;
+                let v = ops::reorder_rows(v, src, len)?;
+                l.self_k = Some(k);
+                l.self_v = Some(v);
+            }
+        }
+        Ok(())
     }
 
     /// Keeps only the items `keep` (indices into the current items, in the order given:

@@ -350,8 +350,8 @@ fn alignment_attention_shape_and_causality() -> TestResult {
     Ok(())
 }
 
-/// The q8_0 path (int8 decoder weights on the CPU) transcribes JFK (tiny.en and base)
-/// exactly as f32 and CTranslate2 do, with logits close to f32's.
+/// The q8_0 path (int8 weights and activations on the CPU) transcribes JFK (tiny.en and
+/// base) exactly as f32 and CTranslate2 do, with logits close to f32's.
 #[test]
 fn q8_greedy_text() -> TestResult {
     for name in ["tiny.en", "base"] {
@@ -372,7 +372,9 @@ fn q8_greedy_text() -> TestResult {
             worst = worst.max(max_abs(a, b)?);
         }
         eprintln!("{name} q8_0: logits max abs diff vs f32 {worst:.3} (logits ~20)");
-        assert!(worst < 1.0, "{name} q8_0 logits differ from f32 by {worst}");
+        // Activations are quantized per row as well as weights (as CTranslate2's int8
+        // does), so logits move by ~2 on a scale of ~20; the tokens must not.
+        assert!(worst < 3.5, "{name} q8_0 logits differ from f32 by {worst}");
         assert_eq!(
             tokens, g.tokens,
             "{name} q8_0 greedy tokens differ from f32/CTranslate2"

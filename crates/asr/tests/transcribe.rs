@@ -26,14 +26,23 @@ fn device() -> Res<Device> {
 }
 
 fn transcriber(name: &'static str) -> Res<&'static Transcriber> {
+    transcriber_in(name, Precision::F32)
+}
+
+fn transcriber_in(name: &'static str, precision: Precision) -> Res<&'static Transcriber> {
     static TINY: OnceLock<Transcriber> = OnceLock::new();
     static BASE: OnceLock<Transcriber> = OnceLock::new();
-    let cell = if name == "tiny.en" { &TINY } else { &BASE };
+    static TINY_Q8: OnceLock<Transcriber> = OnceLock::new();
+    let cell = match (name, precision) {
+        ("tiny.en", Precision::Q8_0) => &TINY_Q8,
+        ("tiny.en", _) => &TINY,
+        _ => &BASE,
+    };
     if let Some(t) = cell.get() {
         return Ok(t);
     }
     let dir = mica_core::models::ensure(name)?;
-    let t = Transcriber::load(&dir, &device()?, Precision::F32)?;
+    let t = Transcriber::load(&dir, &device()?, precision)?;
     Ok(cell.get_or_init(|| t))
 }
 
@@ -145,7 +154,15 @@ fn jfk_exact_base_with_detected_language() -> Res<()> {
 
 /// WER of mica and of faster-whisper (same weights, same options) on a fixture set.
 fn wer_vs_reference(model: &'static str, set: &str) -> Res<(WerStats, WerStats)> {
-    let tr = transcriber(model)?;
+    wer_vs_reference_in(model, Precision::F32, set)
+}
+
+fn wer_vs_reference_in(
+    model: &'static str,
+    precision: Precision,
+    set: &str,
+) -> Res<(WerStats, WerStats)> {
+    let tr = transcriber_in(model, precision)?;
     let g = golden()?;
     let gm = &g.models[model];
     let (mut ours, mut theirs) = (WerStats::default(), WerStats::default());
@@ -158,7 +175,7 @@ fn wer_vs_reference(model: &'static str, set: &str) -> Res<(WerStats, WerStats)>
         theirs = theirs + wer_english(&reference, fw);
     }
     println!(
-        "{model} {set}: WER mica {:.1}% vs faster-whisper {:.1}% ({} words)",
+        "{model} {precision} {set}: WER mica {:.1}% vs faster-whisper {:.1}% ({} words)",
         100.0 * ours.wer(),
         100.0 * theirs.wer(),
         ours.reference_words
@@ -174,6 +191,22 @@ fn librivox_and_cards_wer_tiny_en() -> Res<()> {
         assert!(
             ours.errors() <= theirs.errors() + 1,
             "{set}: {} errors vs {}",
+            ours.errors(),
+            theirs.errors()
+        );
+    }
+    Ok(())
+}
+
+/// The int8 path (weights and activations, as CTranslate2's int8) keeps the accuracy:
+/// within one error of faster-whisper on each set.
+#[test]
+fn librivox_and_cards_wer_tiny_en_q8() -> Res<()> {
+    for set in ["librivox", "cards"] {
+        let (ours, theirs) = wer_vs_reference_in("tiny.en", Precision::Q8_0, set)?;
+        assert!(
+            ours.errors() <= theirs.errors() + 1,
+            "q8_0 {set}: {} errors vs {}",
             ours.errors(),
             theirs.errors()
         );

@@ -112,9 +112,8 @@ pub fn log_sum_exp(x: &[f32], max: f32) -> f32 {
     if max == f32::NEG_INFINITY {
         return f32::NEG_INFINITY;
     }
-    // f32 exp vectorises; the sum of at most a vocabulary of terms <= 1 keeps its precision.
-    let sum: f32 = x.iter().map(|&v| (v - max).exp()).sum();
-    max + sum.ln()
+    // Eight partial sums of terms <= 1 over at most a vocabulary keep f32 precision.
+    max + crate::model::sum_exp(x, max).ln()
 }
 
 /// Log-softmax of one row, in place.

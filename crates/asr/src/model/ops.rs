@@ -9,8 +9,24 @@
 //! the default (SSE2) build still gets 8-wide code. Any other device or dtype goes to
 //! candle's own ops.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, InplaceOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
+
+/// Pointer that rayon tasks write disjoint blocks of one output through.
+#[derive(Clone, Copy)]
+pub(super) struct OutPtr(pub(super) *mut f32);
+// SAFETY: users hand each task a block of the output that no other task writes.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer `offset` elements in (a method, so closures capture the `Send`
+    /// wrapper, not the raw field).
+    pub(super) fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: callers stay inside the output allocation.
+        unsafe { self.0.add(offset) }
+    }
+}
 
 /// Rows at or below which a linear layer uses [`small_matmul`] instead of candle's GEMM.
 pub const SMALL_M: usize = 16;
@@ -56,9 +72,15 @@ fn erf(x: f32) -> f32 {
 
 #[inline(always)]
 fn softmax_rows_impl(src: &[f32], dst: &mut [f32], dim: usize) {
-    for (s, d) in src.chunks_exact(dim).zip(dst.chunks_exact_mut(dim)) {
+    dst.copy_from_slice(src);
+    softmax_in_place_impl(dst, dim)
+}
+
+#[inline(always)]
+fn softmax_in_place_impl(buf: &mut [f32], dim: usize) {
+    for d in buf.chunks_exact_mut(dim) {
         let mut m = [f32::NEG_INFINITY; 8];
-        let mut it = s.chunks_exact(8);
+        let mut it = d.chunks_exact(8);
         for c in &mut it {
             for i in 0..8 {
                 m[i] = m[i].max(c[i]);
@@ -78,16 +100,15 @@ fn softmax_rows_impl(src: &[f32], dst: &mut [f32], dim: usize) {
         }
         let mut acc = [0.0f32; 8];
         let mut dc = d.chunks_exact_mut(8);
-        let mut sc = s.chunks_exact(8);
-        for (o, i) in (&mut dc).zip(&mut sc) {
+        for o in &mut dc {
             for k in 0..8 {
-                o[k] = exp_neg(i[k] - max);
+                o[k] = exp_neg(o[k] - max);
                 acc[k] += o[k];
             }
         }
         let mut sum: f32 = acc.iter().sum();
-        for (o, &i) in dc.into_remainder().iter_mut().zip(sc.remainder()) {
-            *o = exp_neg(i - max);
+        for o in dc.into_remainder() {
+            *o = exp_neg(*o - max);
             sum += *o;
         }
         let inv = 1.0 / sum;
@@ -95,6 +116,19 @@ fn softmax_rows_impl(src: &[f32], dst: &mut [f32], dim: usize) {
             *o *= inv;
         }
     }
+}
+
+#[inline(always)]
+fn sum_exp_impl(x: &[f32], max: f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut it = x.chunks_exact(8);
+    for c in &mut it {
+        for k in 0..8 {
+            acc[k] += exp_neg(c[k] - max);
+        }
+    }
+    let tail: f32 = it.remainder().iter().map(|&v| exp_neg(v - max)).sum();
+    acc.iter().sum::<f32>() + tail
 }
 
 #[inline(always)]
@@ -158,46 +192,20 @@ fn small_matmul_impl<const FMA: bool>(x: &[f32], w: &[f32], out: &mut [f32], m: 
     }
 }
 
-/// Widens one int8 weight row to f32 with its per-block scales.
-#[inline(always)]
-fn widen(src: &[i8], scale: &[f32], dst: &mut [f32], block: usize) {
-    for ((d, s), &sc) in dst.chunks_mut(block).zip(src.chunks(block)).zip(scale) {
-        for (d, &s) in d.iter_mut().zip(s) {
-            *d = f32::from(s) * sc;
-        }
-    }
-}
-
-/// `out[j * m + r] = x[r] . w[j]` with block-scaled int8 `w`; `row` is scratch of `k`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn int8_matmul_impl<const FMA: bool>(
-    x: &[f32],
-    w: &[i8],
-    scale: &[f32],
-    out: &mut [f32],
-    m: usize,
-    k: usize,
-    block: usize,
-    row: &mut [f32],
-) {
-    let nb = k / block;
-    for ((wj, sj), oj) in w
-        .chunks_exact(k)
-        .zip(scale.chunks_exact(nb))
-        .zip(out.chunks_exact_mut(m))
-    {
-        widen(wj, sj, row, block);
-        small_matmul_impl::<FMA>(x, row, oj, m, k);
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    // SAFETY (all three): callers check `has_avx2_fma()` first; the bodies are safe code.
+    // SAFETY (all of them): callers check `has_avx2_fma()` first; the bodies are safe code.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn softmax_rows(src: &[f32], dst: &mut [f32], dim: usize) {
         super::softmax_rows_impl(src, dst, dim)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn softmax_in_place(buf: &mut [f32], dim: usize) {
+        super::softmax_in_place_impl(buf, dim)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn sum_exp(x: &[f32], max: f32) -> f32 {
+        super::sum_exp_impl(x, max)
     }
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn gelu(src: &[f32], dst: &mut [f32]) {
@@ -207,128 +215,28 @@ mod avx2 {
     pub(super) unsafe fn small_matmul(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize) {
         super::small_matmul_impl::<true>(x, w, out, m, k)
     }
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn int8_matmul(
-        x: &[f32],
-        w: &[i8],
-        scale: &[f32],
-        out: &mut [f32],
-        m: usize,
-        k: usize,
-        block: usize,
-        row: &mut [f32],
-    ) {
-        super::int8_matmul_impl::<true>(x, w, scale, out, m, k, block, row)
-    }
 }
 
-fn int8_matmul_chunk(
-    x: &[f32],
-    w: &[i8],
-    scale: &[f32],
-    out: &mut [f32],
-    m: usize,
-    k: usize,
-    block: usize,
-) {
-    let mut row = vec![0.0f32; k];
+/// `Σ exp(x - max)` for `max >= x` (the vocabulary-wide sums of the logit filters and
+/// log-softmax of every decode step), vectorised; terms below `exp(-87)` count as that.
+pub fn sum_exp(x: &[f32], max: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA.
-        unsafe { avx2::int8_matmul(x, w, scale, out, m, k, block, &mut row) };
+        return unsafe { avx2::sum_exp(x, max) };
+    }
+    sum_exp_impl(x, max)
+}
+
+/// Softmax over each `dim`-wide row of `buf`, in place.
+pub fn softmax_rows_in_place(buf: &mut [f32], dim: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA.
+        unsafe { avx2::softmax_in_place(buf, dim) };
         return;
     }
-    int8_matmul_impl::<false>(x, w, scale, out, m, k, block, &mut row)
-}
-
-/// Rows at or below which [`Int8Weight::matmul`] runs the int8 kernel; above it the
-/// weights are widened to f32 once and candle's GEMM takes over (a prefill).
-pub const INT8_SMALL_M: usize = 48;
-
-/// Linear weights quantized to int8, symmetric, with one f32 scale per block of 32 inputs
-/// (the layout of ggml's q8_0), for the memory-bound decoder steps on the CPU: about a
-/// quarter of the f32 bytes to read per step.
-#[derive(Debug)]
-pub struct Int8Weight {
-    q: Vec<i8>,
-    /// `[n, k / block]`.
-    scale: Vec<f32>,
-    n: usize,
-    k: usize,
-    block: usize,
-}
-
-impl Int8Weight {
-    /// Quantizes `[n, k]` f32 weights.
-    pub fn quantize(w: &Tensor) -> candle_core::Result<Int8Weight> {
-        let (n, k) = w.dims2()?;
-        let block = if k.is_multiple_of(32) { 32 } else { k.max(1) };
-        let v = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let mut q = vec![0i8; n * k];
-        let mut scale = vec![0.0f32; n * (k / block)];
-        for ((blk, qb), s) in v
-            .chunks_exact(block)
-            .zip(q.chunks_exact_mut(block))
-            .zip(&mut scale)
-        {
-            let amax = blk.iter().fold(0.0f32, |a, &b| a.max(b.abs()));
-            *s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
-            let inv = 1.0 / *s;
-            for (d, &x) in qb.iter_mut().zip(blk) {
-                *d = (x * inv).round().clamp(-127.0, 127.0) as i8;
-            }
-        }
-        Ok(Int8Weight {
-            q,
-            scale,
-            n,
-            k,
-            block,
-        })
-    }
-
-    /// The weights widened back to f32, `[n, k]`.
-    pub fn dequantize(&self) -> candle_core::Result<Tensor> {
-        let v: Vec<f32> = self
-            .q
-            .chunks_exact(self.block)
-            .zip(&self.scale)
-            .flat_map(|(r, &s)| r.iter().map(move |&q| f32::from(q) * s))
-            .collect();
-        Tensor::from_vec(v, (self.n, self.k), &candle_core::Device::Cpu)
-    }
-
-    /// `x [m, k] @ w^T` (CPU f32 `x`).
-    pub fn matmul(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (m, k) = x.dims2()?;
-        if k != self.k {
-            candle_core::bail!(
-                "int8 matmul: x is [{m}, {k}], w is [{}, {}]",
-                self.n,
-                self.k
-            );
-        }
-        if m > INT8_SMALL_M {
-            return x.matmul(&self.dequantize()?.t()?);
-        }
-        let x = x.to_dtype(DType::F32)?.contiguous()?;
-        let xv = x.flatten_all()?.to_vec1::<f32>()?;
-        let mut out_t = vec![0.0f32; self.n * m];
-        const COLS: usize = 64;
-        let nb = k / self.block;
-        out_t
-            .par_chunks_mut(COLS * m)
-            .zip(self.q.par_chunks(COLS * k))
-            .zip(self.scale.par_chunks(COLS * nb))
-            .for_each(|((o, w), s)| int8_matmul_chunk(&xv, w, s, o, m, k, self.block));
-        let t = Tensor::from_vec(out_t, (self.n, m), x.device())?;
-        if m == 1 {
-            t.reshape((1, self.n))
-        } else {
-            t.t()?.contiguous()
-        }
-    }
+    softmax_in_place_impl(buf, dim)
 }
 
 fn softmax_rows(src: &[f32], dst: &mut [f32], dim: usize) {
@@ -351,7 +259,8 @@ fn gelu_slice(src: &[f32], dst: &mut [f32]) {
     gelu_impl(src, dst)
 }
 
-fn small_matmul_chunk(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize) {
+/// `out[j * m + r] = x[r] . w[j]` for `x` `[m, k]` and `w` `[n, k]` (output transposed).
+pub(super) fn small_matmul_chunk(x: &[f32], w: &[f32], out: &mut [f32], m: usize, k: usize) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA.
@@ -473,6 +382,73 @@ pub fn use_small_matmul(x: &Tensor, w: &Tensor, m: usize) -> bool {
         && w.is_contiguous()
 }
 
+/// Beam reorder of a `[rows, H, cap, dh]` self-attention cache in place: row `i` takes
+/// the first `len` positions of row `src[i]`. Copies only the rows that change and only
+/// their filled positions, where `index_select` would allocate and copy the whole cache at
+/// every step.
+struct ReorderRows<'a> {
+    src: &'a [u32],
+    len: usize,
+}
+
+impl InplaceOp1 for ReorderRows<'_> {
+    fn name(&self) -> &'static str {
+        "mica-reorder-rows"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(data) = s else {
+            candle_core::bail!("reorder rows: f32 only")
+        };
+        let Some(off) = l.contiguous_offsets().map(|(a, _)| a) else {
+            candle_core::bail!("reorder rows: contiguous cache only")
+        };
+        let (rows, heads, cap, dh) = l.shape().dims4()?;
+        if self.src.len() != rows || self.len > cap {
+            candle_core::bail!("reorder rows: {} sources for {rows} rows", self.src.len());
+        }
+        let (row, pos) = (heads * cap * dh, self.len * dh);
+        // Sources are read before any row is written: keep copies of those that move.
+        let mut saved: Vec<(usize, Vec<f32>)> = Vec::new();
+        for (i, &from) in self.src.iter().enumerate() {
+            let from = from as usize;
+            if from != i && !saved.iter().any(|(r, _)| *r == from) {
+                let mut copy = Vec::with_capacity(heads * pos);
+                for h in 0..heads {
+                    let at = off + from * row + h * cap * dh;
+                    copy.extend_from_slice(&data[at..at + pos]);
+                }
+                saved.push((from, copy));
+            }
+        }
+        for (i, &from) in self.src.iter().enumerate() {
+            let from = from as usize;
+            if from == i {
+                continue;
+            }
+            let Some((_, copy)) = saved.iter().find(|(r, _)| *r == from) else {
+                continue;
+            };
+            for h in 0..heads {
+                let at = off + i * row + h * cap * dh;
+                data[at..at + pos].copy_from_slice(&copy[h * pos..(h + 1) * pos]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reorders the rows of a `[rows, H, cap, dh]` cache (first `len` positions valid): in place
+/// on the CPU (f32, contiguous), as a new tensor elsewhere.
+pub fn reorder_rows(cache: &Tensor, src: &[u32], len: usize) -> candle_core::Result<Tensor> {
+    if fast_cpu(cache) {
+        cache.inplace_op1(&ReorderRows { src, len })?;
+        return Ok(cache.clone());
+    }
+    let idx = Tensor::from_slice(src, src.len(), cache.device())?;
+    cache.index_select(&idx, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,6 +499,26 @@ mod tests {
     }
 
     #[test]
+    fn reorder_in_place_matches_index_select() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let cache = Tensor::randn(0f32, 1.0, (5, 2, 8, 3), &dev)?;
+        let src = [1u32, 1, 0, 4, 2];
+        let len = 6;
+        let want = cache
+            .index_select(&Tensor::new(&src, &dev)?, 0)?
+            .narrow(2, 0, len)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let copy = cache.copy()?;
+        let got = reorder_rows(&copy, &src, len)?
+            .narrow(2, 0, len)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert_eq!(got, want);
+        Ok(())
+    }
+
+    #[test]
     fn ops_match_candle() -> candle_core::Result<()> {
         let dev = Device::Cpu;
         let x = (Tensor::randn(0f32, 3.0, (7, 1500), &dev)? * 1.0)?;
@@ -539,24 +535,6 @@ mod tests {
             .max(0)?
             .to_scalar::<f32>()?;
         assert!(g < 5e-6, "gelu {g}");
-        let w8 = Tensor::randn(0f32, 1.0, (300, 389), &dev)?;
-        let q8 = Int8Weight::quantize(&w8)?;
-        let deq = q8.dequantize()?;
-        let qerr = (&deq - &w8)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f32>()?;
-        assert!(qerr < 0.03, "int8 rounding error {qerr}");
-        for m in [1, 5, 60] {
-            let a = Tensor::randn(0f32, 1.0, (m, 389), &dev)?;
-            let d = (q8.matmul(&a)? - a.matmul(&deq.t()?)?)?
-                .abs()?
-                .flatten_all()?
-                .max(0)?
-                .to_scalar::<f32>()?;
-            assert!(d < 1e-3, "int8 matmul m={m}: {d}");
-        }
         for m in [1, 3, 5] {
             let a = Tensor::randn(0f32, 1.0, (m, 389), &dev)?;
             let w = Tensor::randn(0f32, 1.0, (1000, 389), &dev)?;

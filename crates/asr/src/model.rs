@@ -1003,6 +1003,26 @@ impl DecoderState {
         Ok(())
     }
 
+    /// Gives each item `rows_per_item` rows, copies of its single row (the cache of a
+    /// prompt fed once, before beam search splits it into beams).
+    pub fn expand_rows(&mut self, rows_per_item: usize) -> Result<(), AsrError> {
+        if self.rows_per_item != 1 || rows_per_item == 0 {
+            return Err(AsrError::State(format!(
+                "expand_rows: {} rows per item to {rows_per_item}; only 1 row expands",
+                self.rows_per_item
+            )));
+        }
+        if rows_per_item == 1 {
+            return Ok(());
+        }
+        let src: Vec<u32> = (0..self.items as u32)
+            .flat_map(|i| std::iter::repeat_n(i, rows_per_item))
+            .collect();
+        self.select_rows(&src)?;
+        self.rows_per_item = rows_per_item;
+        Ok(())
+    }
+
     /// Keeps only the items `keep` (indices into the current items, in the order given:
     /// drops finished items from a batch), their rows and cross K/V.
     pub fn keep_items(&mut self, keep: &[usize]) -> Result<(), AsrError> {

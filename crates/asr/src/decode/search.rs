@@ -140,7 +140,10 @@ impl Search<'_> {
         let sample_len = self
             .sample_len
             .min(max_positions.saturating_sub(self.prompt.len()));
-        let mut state = self.model.decoder_state(features, rpi)?;
+        // The prompt is the same for every row of an item: prefill one row per item, then
+        // copy its cache to the item's other rows (beam search would otherwise run the
+        // whole prompt once per beam).
+        let mut state = self.model.decoder_state(features, 1)?;
         let eot = self.filters.eot;
 
         // Prefill up to <|startoftranscript|>: its logits give the no-speech probability.
@@ -148,7 +151,7 @@ impl Search<'_> {
         let mut logits = self.feed_same(&mut state, head)?;
         let mut items: Vec<Item> = (0..n_items)
             .map(|i| {
-                let mut row = logits[i * rpi].clone();
+                let mut row = logits[i].clone();
                 log_softmax(&mut row);
                 Item {
                     index: i,
@@ -171,6 +174,13 @@ impl Search<'_> {
         let tail = &self.prompt[self.sot_index + 1..];
         if !tail.is_empty() {
             logits = self.feed_same(&mut state, tail)?;
+        }
+        if rpi > 1 {
+            state.expand_rows(rpi)?;
+            logits = logits
+                .into_iter()
+                .flat_map(|row| std::iter::repeat_n(row, rpi))
+                .collect();
         }
 
         let mut active: Vec<usize> = (0..n_items).collect();

@@ -76,32 +76,40 @@ pub fn cross_attention_step(q: &Tensor, kt: &Tensor, v: &Tensor) -> candle_core:
             .for_each(|((o, qh), (kh, vh))| {
                 STEP.with_borrow_mut(|s| {
                     s.resize(n * t, 0.0);
-                    step_head(qh, kh, vh, s, o, n, dh, t);
+                    let head = Head {
+                        q: qh,
+                        kt: kh,
+                        v: vh,
+                        n,
+                        dh,
+                        t,
+                    };
+                    step_head(&head, s, o);
                 });
             });
     }
     Tensor::from_vec(out, (items, heads, n, dh), q.device())
 }
 
-/// One head of [`cross_attention_step`]; `s` is `[n, t]` scratch.
-#[allow(clippy::too_many_arguments)]
-fn step_head(
-    q: &[f32],
-    kt: &[f32],
-    v: &[f32],
-    s: &mut [f32],
-    o: &mut [f32],
+/// One head's inputs to the step kernel: `q` `[n, dh]`, `kt` `[dh, t]`, `v` `[t, dh]`.
+struct Head<'a> {
+    q: &'a [f32],
+    kt: &'a [f32],
+    v: &'a [f32],
     n: usize,
     dh: usize,
     t: usize,
-) {
+}
+
+/// One head of [`cross_attention_step`]; `s` is `[n, t]` scratch, `o` `[n, dh]`.
+fn step_head(h: &Head, s: &mut [f32], o: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA.
-        unsafe { avx2::step_head(q, kt, v, s, o, n, dh, t) };
+        unsafe { avx2::step_head(h, s, o) };
         return;
     }
-    step_head_impl(q, kt, v, s, o, n, dh, t)
+    step_head_impl(h, s, o)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -109,18 +117,8 @@ mod avx2 {
     /// # Safety
     /// The CPU must have AVX2 and FMA (the body is safe code, compiled for them).
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn step_head(
-        q: &[f32],
-        kt: &[f32],
-        v: &[f32],
-        s: &mut [f32],
-        o: &mut [f32],
-        n: usize,
-        dh: usize,
-        t: usize,
-    ) {
-        super::step_head_impl(q, kt, v, s, o, n, dh, t)
+    pub(super) unsafe fn step_head(h: &super::Head, s: &mut [f32], o: &mut [f32]) {
+        super::step_head_impl(h, s, o)
     }
 }
 
@@ -134,17 +132,8 @@ const COLS: usize = 32;
 /// lanes: scores `s[r][j..j+64] += q[r][c] * kt[c][j..j+64]`, then
 /// `o[r][c..c+32] += s[r][j] * v[j][c..c+32]` for two rows `r` at a time.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn step_head_impl(
-    q: &[f32],
-    kt: &[f32],
-    v: &[f32],
-    s: &mut [f32],
-    o: &mut [f32],
-    n: usize,
-    dh: usize,
-    t: usize,
-) {
+fn step_head_impl(h: &Head, s: &mut [f32], o: &mut [f32]) {
+    let &Head { q, kt, v, n, dh, t } = h;
     let full = t / KEYS * KEYS;
     for r in 0..n {
         let qr = &q[r * dh..(r + 1) * dh];

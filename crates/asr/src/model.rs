@@ -758,7 +758,6 @@ impl Whisper {
             // Self-attention over the cache plus the new positions.
             let a = &block.attn;
             let qkv = a.qkv.forward(&a.ln.forward(&x)?)?;
-            let q = split_heads(&qkv.narrow(2, 0, d)?, heads)?;
             let k = split_heads(&qkv.narrow(2, d, d)?, heads)?;
             let v = split_heads(&qkv.narrow(2, 2 * d, d)?, heads)?;
             let (kbuf, vbuf) = match (&ls.self_k, &ls.self_v) {
@@ -768,14 +767,19 @@ impl Whisper {
             debug_assert_eq!(kbuf.dim(2)?, cap);
             kbuf.slice_set(&k, 2, offset)?;
             vbuf.slice_set(&v, 2, offset)?;
-            let keys = kbuf.narrow(2, 0, offset + t)?;
-            let vals = vbuf.narrow(2, 0, offset + t)?;
-            let mut s = q.matmul(&keys.t()?)?;
-            if let Some(m) = &mask {
-                s = s.broadcast_add(m)?;
-            }
-            let p = ops::softmax_last_dim(&s)?;
-            let o = merge_heads(&p.matmul(&vals)?)?;
+            let o = if t == 1 && attention::applies(&qkv) {
+                attention::self_attention_step(&qkv, kbuf, vbuf, offset + 1)?
+            } else {
+                let q = split_heads(&qkv.narrow(2, 0, d)?, heads)?;
+                let keys = kbuf.narrow(2, 0, offset + t)?;
+                let vals = vbuf.narrow(2, 0, offset + t)?;
+                let mut s = q.matmul(&keys.t()?)?;
+                if let Some(m) = &mask {
+                    s = s.broadcast_add(m)?;
+                }
+                let p = ops::softmax_last_dim(&s)?;
+                merge_heads(&p.matmul(&vals)?)?
+            };
             x = (&x + a.out.forward(&o)?)?;
 
             // Cross-attention: the rows of an item share its K/V.

@@ -91,6 +91,97 @@ pub fn cross_attention_step(q: &Tensor, kt: &Tensor, v: &Tensor) -> candle_core:
     Tensor::from_vec(out, (items, heads, n, dh), q.device())
 }
 
+/// Self-attention of a decoder step (one new position per row): `qkv` `[rows, 1, 3d]`
+/// (the new position's fused projection, already appended to the caches), caches `[rows,
+/// H, cap, dh]` with the first `len` positions valid, to `[rows, 1, d]`.
+///
+/// Replaces the head split and merge copies and two batched GEMMs of `rows x H` tiny
+/// products per layer and step.
+pub fn self_attention_step(
+    qkv: &Tensor,
+    kbuf: &Tensor,
+    vbuf: &Tensor,
+    len: usize,
+) -> candle_core::Result<Tensor> {
+    let (rows, t, d3) = qkv.dims3()?;
+    let (kr, heads, cap, dh) = kbuf.dims4()?;
+    let d = d3 / 3;
+    if t != 1
+        || kr != rows
+        || heads * dh != d
+        || len > cap
+        || len == 0
+        || vbuf.dims() != kbuf.dims()
+    {
+        candle_core::bail!(
+            "self attention step: qkv {:?}, caches {:?} / {:?}, len {len}",
+            qkv.dims(),
+            kbuf.dims(),
+            vbuf.dims()
+        );
+    }
+    let qkv = qkv.contiguous()?;
+    let mut out = vec![0.0f32; rows * d];
+    {
+        let (qg, ql) = qkv.storage_and_layout();
+        let (kg, kl) = kbuf.storage_and_layout();
+        let (vg, vl) = vbuf.storage_and_layout();
+        if !kl.is_contiguous() || !vl.is_contiguous() {
+            candle_core::bail!("self attention step: caches must be contiguous");
+        }
+        let qs = cpu_data(&qg, ql, rows * d3)?;
+        let ks = cpu_data(&kg, kl, rows * heads * cap * dh)?;
+        let vs = cpu_data(&vg, vl, rows * heads * cap * dh)?;
+        out.par_chunks_mut(dh).enumerate().for_each(|(task, o)| {
+            let (r, h) = (task / heads, task % heads);
+            let q = &qs[r * d3 + h * dh..r * d3 + (h + 1) * dh];
+            let base = (r * heads + h) * cap * dh;
+            let k = &ks[base..base + len * dh];
+            let v = &vs[base..base + len * dh];
+            STEP.with_borrow_mut(|s| {
+                s.resize(len, 0.0);
+                // Scores come out as [len, 1]: one row, so no transpose is needed.
+                ops::small_matmul_chunk(q, k, s, 1, dh);
+                ops::softmax_rows_in_place(s, len);
+                self_values(s, v, o, dh);
+            });
+        });
+    }
+    Tensor::from_vec(out, (rows, 1, d), qkv.device())
+}
+
+/// `o = Σ_j p[j] v[j]` over rows `v[j]` of `dh`.
+fn self_values(p: &[f32], v: &[f32], o: &mut [f32], dh: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA.
+        unsafe { avx2::self_values(p, v, o, dh) };
+        return;
+    }
+    self_values_impl(p, v, o, dh)
+}
+
+#[inline(always)]
+fn self_values_impl(p: &[f32], v: &[f32], o: &mut [f32], dh: usize) {
+    if dh == 64 {
+        // Every Whisper size: 8 independent vectors of accumulators.
+        let mut acc = [0.0f32; 64];
+        for (&pj, vj) in p.iter().zip(v.chunks_exact(64)) {
+            for i in 0..64 {
+                acc[i] = pj.mul_add(vj[i], acc[i]);
+            }
+        }
+        o.copy_from_slice(&acc);
+        return;
+    }
+    o.fill(0.0);
+    for (&pj, vj) in p.iter().zip(v.chunks_exact(dh)) {
+        for (a, &x) in o.iter_mut().zip(vj) {
+            *a = pj.mul_add(x, *a);
+        }
+    }
+}
+
 /// One head's inputs to the step kernel: `q` `[n, dh]`, `kt` `[dh, t]`, `v` `[t, dh]`.
 struct Head<'a> {
     q: &'a [f32],
@@ -119,6 +210,13 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn step_head(h: &super::Head, s: &mut [f32], o: &mut [f32]) {
         super::step_head_impl(h, s, o)
+    }
+
+    /// # Safety
+    /// As [`step_head`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn self_values(p: &[f32], v: &[f32], o: &mut [f32], dh: usize) {
+        super::self_values_impl(p, v, o, dh)
     }
 }
 
@@ -315,6 +413,35 @@ mod tests {
             .max(0)?
             .to_scalar::<f32>()?;
         assert!(err < 1e-5, "max abs {err}");
+        Ok(())
+    }
+
+    #[test]
+    fn self_step_matches_whole_tensor_attention() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        for dh in [64usize, 24] {
+            let (rows, heads, cap, len) = (5usize, 3usize, 40usize, 17usize);
+            let d = heads * dh;
+            let qkv = Tensor::randn(0f32, 1.0, (rows, 1, 3 * d), &dev)?;
+            let kbuf = Tensor::randn(0f32, 1.0, (rows, heads, cap, dh), &dev)?;
+            let vbuf = Tensor::randn(0f32, 1.0, (rows, heads, cap, dh), &dev)?;
+            let got = self_attention_step(&qkv, &kbuf, &vbuf, len)?;
+            let q = qkv
+                .narrow(2, 0, d)?
+                .reshape((rows, 1, heads, dh))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let k = kbuf.narrow(2, 0, len)?.contiguous()?;
+            let v = vbuf.narrow(2, 0, len)?.contiguous()?;
+            let p = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+            let want = p.matmul(&v)?.transpose(1, 2)?.reshape((rows, 1, d))?;
+            let err = (got - want)?
+                .abs()?
+                .flatten_all()?
+                .max(0)?
+                .to_scalar::<f32>()?;
+            assert!(err < 1e-5, "dh {dh}: max abs {err}");
+        }
         Ok(())
     }
 

@@ -786,15 +786,15 @@ impl Whisper {
             let cr = &block.cross;
             let q = cr.q.forward(&cr.ln.forward(&x)?)?;
             let dh = d / heads;
-            let q = q
-                .reshape((items, rpi, t, heads, dh))?
-                .permute((0, 3, 1, 2, 4))?
-                .reshape((items, heads, rpi * t, dh))?;
             let capturing =
                 capture.is_some() && self.align.get(align_idx).is_some_and(|(l, _)| *l == li);
             let o = if self.cross_k_transposed() && t == 1 && !capturing {
                 attention::cross_attention_step(&q, &ls.cross_k, &ls.cross_v)?
             } else {
+                let q = q
+                    .reshape((items, rpi, t, heads, dh))?
+                    .permute((0, 3, 1, 2, 4))?
+                    .reshape((items, heads, rpi * t, dh))?;
                 let s = if self.cross_k_transposed() {
                     q.matmul(&ls.cross_k)?
                 } else {
@@ -806,11 +806,10 @@ impl Whisper {
                     align_idx += 1;
                 }
                 p.matmul(&ls.cross_v)?
+                    .reshape((items, heads, rpi, t, dh))?
+                    .permute((0, 2, 3, 1, 4))?
+                    .reshape((rows, t, d))?
             };
-            let o = o
-                .reshape((items, heads, rpi, t, dh))?
-                .permute((0, 2, 3, 1, 4))?
-                .reshape((rows, t, d))?;
             x = (&x + cr.out.forward(&o)?)?;
 
             x = block.mlp.forward(&x)?;

@@ -26,8 +26,10 @@ const QUERY_BLOCK: usize = 128;
 thread_local! {
     /// Score scratch per rayon worker, reused across tasks and calls.
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// Scores of the step kernel, per worker.
+    /// Scores of the step kernels, per worker.
     static STEP: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// One head's query and output rows in the cross-attention step, per worker.
+    static STEP_ROWS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Whether these kernels apply (CPU, f32).
@@ -47,13 +49,18 @@ fn cpu_data<'a>(
     Ok(&c.as_slice::<f32>()?[l.start_offset()..l.start_offset() + len])
 }
 
-/// Cross-attention of a decoder step: `q` `[items, H, n, dh]` (a few rows per item),
-/// `kt` `[items, H, dh, T]` (keys transposed) and `v` `[items, H, T, dh]`, to
-/// `[items, H, n, dh]`.
+/// Cross-attention of a decoder step: `q` `[items * n, 1, H * dh]` (the `n` rows of each
+/// item, heads side by side, as the projection gives them), `kt` `[items, H, dh, T]` (keys
+/// transposed) and `v` `[items, H, T, dh]`, to `[items * n, 1, H * dh]`.
 pub fn cross_attention_step(q: &Tensor, kt: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
-    let (items, heads, n, dh) = q.dims4()?;
-    let (ki, kh, kd, t) = kt.dims4()?;
-    if (ki, kh, kd) != (items, heads, dh) || v.dims4()? != (items, heads, t, dh) {
+    let (items, heads, dh, t) = kt.dims4()?;
+    let (rows, one, d) = q.dims3()?;
+    if items == 0
+        || one != 1
+        || d != heads * dh
+        || rows % items != 0
+        || v.dims4()? != (items, heads, t, dh)
+    {
         candle_core::bail!(
             "cross attention: q {:?}, kt {:?}, v {:?}",
             q.dims(),
@@ -61,34 +68,54 @@ pub fn cross_attention_step(q: &Tensor, kt: &Tensor, v: &Tensor) -> candle_core:
             v.dims()
         );
     }
+    let n = rows / items;
     let (q, kt, v) = (q.contiguous()?, kt.contiguous()?, v.contiguous()?);
-    let mut out = vec![0.0f32; items * heads * n * dh];
+    let mut out = vec![0.0f32; rows * d];
     {
         let (qg, ql) = q.storage_and_layout();
         let (kg, kl) = kt.storage_and_layout();
         let (vg, vl) = v.storage_and_layout();
-        let qs = cpu_data(&qg, ql, items * heads * n * dh)?;
+        let qs = cpu_data(&qg, ql, rows * d)?;
         let ks = cpu_data(&kg, kl, items * heads * dh * t)?;
         let vs = cpu_data(&vg, vl, items * heads * t * dh)?;
-        out.par_chunks_mut(n * dh)
-            .zip(qs.par_chunks(n * dh))
-            .zip(ks.par_chunks(dh * t).zip(vs.par_chunks(t * dh)))
-            .for_each(|((o, qh), (kh, vh))| {
-                STEP.with_borrow_mut(|s| {
-                    s.resize(n * t, 0.0);
-                    let head = Head {
-                        q: qh,
-                        kt: kh,
-                        v: vh,
-                        n,
-                        dh,
-                        t,
-                    };
-                    step_head(&head, s, o);
+        let dst = OutPtr(out.as_mut_ptr());
+        ks.par_chunks(dh * t)
+            .zip(vs.par_chunks(t * dh))
+            .enumerate()
+            .for_each(|(task, (kh, vh))| {
+                let (item, h) = (task / heads, task % heads);
+                STEP_ROWS.with_borrow_mut(|(qh, oh)| {
+                    // This head's columns of the item's rows, gathered and scattered back.
+                    qh.clear();
+                    for r in 0..n {
+                        let at = (item * n + r) * d + h * dh;
+                        qh.extend_from_slice(&qs[at..at + dh]);
+                    }
+                    oh.resize(n * dh, 0.0);
+                    STEP.with_borrow_mut(|s| {
+                        s.resize(n * t, 0.0);
+                        let head = Head {
+                            q: qh,
+                            kt: kh,
+                            v: vh,
+                            n,
+                            dh,
+                            t,
+                        };
+                        step_head(&head, s, oh);
+                    });
+                    for (r, o) in oh.chunks_exact(dh).enumerate() {
+                        // SAFETY: task (item, h) alone writes columns h*dh..(h+1)*dh of the
+                        // item's rows, inside `out` ([rows, d]).
+                        unsafe {
+                            let at = dst.at((item * n + r) * d + h * dh);
+                            std::ptr::copy_nonoverlapping(o.as_ptr(), at, dh);
+                        }
+                    }
                 });
             });
     }
-    Tensor::from_vec(out, (items, heads, n, dh), q.device())
+    Tensor::from_vec(out, (rows, 1, d), q.device())
 }
 
 /// Self-attention of a decoder step (one new position per row): `qkv` `[rows, 1, 3d]`
@@ -404,9 +431,16 @@ mod tests {
         let k = Tensor::randn(0f32, 1.0, (items, heads, t, dh), &dev)?;
         let v = Tensor::randn(0f32, 1.0, (items, heads, t, dh), &dev)?;
         let kt = k.transpose(2, 3)?.contiguous()?;
-        let got = cross_attention_step(&q, &kt, &v)?;
+        // The rows as the projection gives them: [items * n, 1, heads * dh].
+        let q_rows = q
+            .permute((0, 2, 1, 3))?
+            .reshape((items * n, 1, heads * dh))?;
+        let got = cross_attention_step(&q_rows, &kt, &v)?;
         let p = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        let want = p.matmul(&v)?;
+        let want = p
+            .matmul(&v)?
+            .permute((0, 2, 1, 3))?
+            .reshape((items * n, 1, heads * dh))?;
         let err = (got - want)?
             .abs()?
             .flatten_all()?

@@ -3,7 +3,8 @@
 //! after a 30-token context.
 //!
 //! `cargo bench -p mica-asr --bench model`. x real time of the encoder = 30 s / time per
-//! window. `MICA_BENCH_MODELS=tiny.en` limits the models.
+//! window. `MICA_BENCH_MODELS=tiny.en` limits the models; `MICA_BENCH_DEVICE=cuda` runs
+//! them on a GPU (each timed call ends with `device.synchronize()`).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -34,15 +35,22 @@ fn bench(c: &mut Criterion) -> Res<()> {
     let lm = LogMel::new(80)?;
     c.bench_function("mel/30s", |b| b.iter(|| lm.compute(black_box(&audio))));
     let mel = lm.compute(&audio)?;
-    let window = mel_batch(&[(&mel, 0)], &Device::Cpu)?;
+    let device = mica_core::device::from_env("MICA_BENCH_DEVICE")?;
+    let window = mel_batch(&[(&mel, 0)], &device)?;
 
     for name in models() {
         let dir = mica_core::models::ensure(&name)?;
         for precision in [Precision::F32, Precision::Q8_0] {
-            let m = Whisper::load(&dir, &Device::Cpu, precision)?;
+            let m = Whisper::load(&dir, &device, precision)?;
             let mut g = c.benchmark_group(format!("{name}/{precision}"));
             g.sample_size(10).measurement_time(Duration::from_secs(8));
-            g.bench_function("encoder_30s", |b| b.iter(|| m.encode(black_box(&window))));
+            g.bench_function("encoder_30s", |b| {
+                b.iter(|| {
+                    let f = m.encode(black_box(&window)).expect("encode");
+                    sync(&device);
+                    f
+                })
+            });
             let features = m.encode(&window)?;
             let sot = m.config().decoder_start_token_id.unwrap_or(50257);
             // A 30-token context (the prompt and some text) before the timed step.
@@ -58,7 +66,11 @@ fn bench(c: &mut Criterion) -> Res<()> {
                             m.decode(&mut s, &ctx, false).expect("prefill");
                             s
                         },
-                        |s| m.decode(s, black_box(&step), false),
+                        |s| {
+                            let l = m.decode(s, black_box(&step), false).expect("step");
+                            sync(&device);
+                            l
+                        },
                         criterion::BatchSize::LargeInput,
                     )
                 });
@@ -67,6 +79,13 @@ fn bench(c: &mut Criterion) -> Res<()> {
         }
     }
     Ok(())
+}
+
+/// Waits for queued GPU work, so that a timed call includes it.
+fn sync(device: &Device) {
+    if let Err(e) = device.synchronize() {
+        panic!("synchronize failed: {e}");
+    }
 }
 
 fn benches(c: &mut Criterion) {

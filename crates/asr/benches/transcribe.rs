@@ -5,7 +5,6 @@
 
 use std::hint::black_box;
 
-use candle_core::Device;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mica_asr::{DecodeOptions, Precision, TranscribeOptions, Transcriber};
 
@@ -44,11 +43,12 @@ fn sixty_seconds() -> Vec<f32> {
 fn bench(c: &mut Criterion) {
     let audio = sixty_seconds();
     let dir = mica_core::models::ensure("tiny.en").expect("tiny.en model");
+    let device = mica_core::device::from_env("MICA_BENCH_DEVICE").expect("MICA_BENCH_DEVICE");
     let mut group = c.benchmark_group("transcribe_60s_tiny_en");
     group.sample_size(10);
     group.throughput(Throughput::Elements(60));
     for precision in [Precision::F32, Precision::Q8_0] {
-        let t = Transcriber::load(&dir, &Device::Cpu, precision).expect("model loads");
+        let t = Transcriber::load(&dir, &device, precision).expect("model loads");
         for beam in [1usize, 5] {
             let options = TranscribeOptions {
                 language: Some("en".into()),

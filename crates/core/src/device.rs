@@ -67,6 +67,15 @@ pub enum DeviceSpec {
     Metal(usize),
 }
 
+/// The device named by the environment variable `var` (`cpu` when unset): how tests
+/// (`MICA_TEST_DEVICE`) and benches (`MICA_BENCH_DEVICE`) are pointed at a GPU.
+pub fn from_env(var: &str) -> Result<Device, DeviceError> {
+    match std::env::var(var) {
+        Ok(s) => s.parse::<DeviceSpec>()?.resolve(),
+        Err(_) => DeviceSpec::Cpu.resolve(),
+    }
+}
+
 impl FromStr for DeviceSpec {
     type Err = DeviceError;
 

@@ -5,7 +5,8 @@
 //! - clustering: 1,000 embeddings of real speech (agglomerative and spectral on 300);
 //! - pipeline: the whole 30 s recording.
 //!
-//! `cargo bench -p mica-diarize` (a few minutes). The whole-pipeline real-time factor on a
+//! `cargo bench -p mica-diarize` (a few minutes); `MICA_BENCH_DEVICE=cuda` for a GPU (the
+//! network stages end with `device.synchronize()`). The whole-pipeline real-time factor on a
 //! 10-minute recording comes from `cargo run --release -p mica-diarize --example rtf`.
 
 use std::hint::black_box;
@@ -21,8 +22,19 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 const BATCH: usize = 16;
 
+fn device() -> Device {
+    mica_core::device::from_env("MICA_BENCH_DEVICE").expect("MICA_BENCH_DEVICE")
+}
+
+/// Waits for queued GPU work, so that a timed call includes it.
+fn sync(device: &Device) {
+    if let Err(e) = device.synchronize() {
+        panic!("synchronize failed: {e}");
+    }
+}
+
 fn setup() -> Res<(Vec<f32>, Tensor, Diarizer)> {
-    let dev = Device::Cpu;
+    let dev = device();
     let path = mica_core::models::ensure("pyannote-sample")?.join("sample.wav");
     let audio = mica_core::media::load_all(path)?.samples;
     let mut rows = Vec::with_capacity(BATCH * WINDOW_SAMPLES);
@@ -44,7 +56,7 @@ fn stages(c: &mut Criterion) {
         Ok(s) => s,
         Err(e) => panic!("benchmark set-up failed: {e}"),
     };
-    let dev = Device::Cpu;
+    let dev = device();
     let seg = Segmentation::from_store(&dev).expect("segmentation model");
     let enc = SpeakerEncoder::from_store(&dev).expect("embedding model");
 
@@ -53,10 +65,18 @@ fn stages(c: &mut Criterion) {
     // Audio seconds per iteration, so criterion's "elem/s" is x real time.
     g.throughput(Throughput::Elements((BATCH * 5) as u64));
     g.bench_function("segmentation_16x5s", |b| {
-        b.iter(|| black_box(seg.forward(&windows).expect("forward")))
+        b.iter(|| {
+            let y = seg.forward(&windows).expect("forward");
+            sync(&dev);
+            black_box(y)
+        })
     });
     g.bench_function("mel_16x5s", |b| {
-        b.iter(|| black_box(enc.mel().forward(&windows).expect("mel")))
+        b.iter(|| {
+            let y = enc.mel().forward(&windows).expect("mel");
+            sync(&dev);
+            black_box(y)
+        })
     });
     let mels = enc.mel().forward(&windows).expect("mel");
     let partials = Tensor::cat(
@@ -70,7 +90,11 @@ fn stages(c: &mut Criterion) {
     let lengths = vec![160; 2 * BATCH];
     g.throughput(Throughput::Elements((2 * BATCH) as u64 * 16 / 10));
     g.bench_function("embedding_32x1.6s", |b| {
-        b.iter(|| black_box(enc.embed(&partials, &lengths).expect("embed")))
+        b.iter(|| {
+            let y = enc.embed(&partials, &lengths).expect("embed");
+            sync(&dev);
+            black_box(y)
+        })
     });
 
     // Real embeddings: every 160-frame partial of the sample, perturbed copies to 1,000.

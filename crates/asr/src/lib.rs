@@ -35,6 +35,7 @@
 //! ```
 
 pub mod config;
+pub mod context;
 pub mod decode;
 mod error;
 pub mod longform;

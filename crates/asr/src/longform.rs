@@ -6,12 +6,10 @@
 use candle_core::{Device, Tensor};
 
 use crate::AsrError;
-use crate::decode::{Rng, WindowDecoder, WindowResult};
+use crate::context::{DecodeContext, silent_frames};
+use crate::decode::{Rng, WindowResult};
 use crate::mel::{HOP, Mel, SAMPLE_RATE, WINDOW_FRAMES};
-use crate::model::Whisper;
 use crate::tokenizer::WhisperTokenizer;
-use crate::transcribe::TranscribeOptions;
-use crate::words::{WordAligner, last_word_end};
 
 /// Mel frames per second (100).
 pub const FRAMES_PER_SECOND: f64 = SAMPLE_RATE as f64 / HOP as f64;
@@ -155,57 +153,37 @@ fn round3(x: f64) -> f64 {
 /// The sequential long-form transcription of one input.
 #[derive(Debug)]
 pub struct SeekTranscriber<'a> {
-    /// The network.
-    pub model: &'a Whisper,
-    /// Its tokenizer.
-    pub tokenizer: &'a WhisperTokenizer,
-    /// Options.
-    pub options: &'a TranscribeOptions,
-    /// Language token for the prompt (multilingual models).
-    pub language: Option<u32>,
-    /// Language code, for word splitting.
-    pub language_code: String,
+    /// What it decodes with.
+    pub context: DecodeContext<'a>,
 }
 
 impl SeekTranscriber<'_> {
     /// Segments of the audio behind `mel`, in time order.
     pub fn run(&self, mel: &Mel) -> Result<Vec<RawSegment>, AsrError> {
-        let o = self.options;
-        let decoder = WindowDecoder {
-            model: self.model,
-            tokenizer: self.tokenizer,
-            options: &o.decode,
-        };
-        let aligner = WordAligner {
-            model: self.model,
-            tokenizer: self.tokenizer,
-            prepend_punctuations: &o.prepend_punctuations,
-            append_punctuations: &o.append_punctuations,
-        };
+        let ctx = &self.context;
+        let o = ctx.options;
         let mut rng = Rng::new(o.decode.seed);
         let content_frames = mel.n_frames();
-        let mut all_tokens: Vec<u32> = Vec::new();
-        if let Some(p) = o.initial_prompt.as_deref().filter(|p| !p.trim().is_empty()) {
-            all_tokens = self.tokenizer.encode(&format!(" {}", p.trim()))?;
-        }
-        let hotwords: Vec<u32> = match o.hotwords.as_deref().filter(|h| !h.trim().is_empty()) {
-            Some(h) => self.tokenizer.encode(&format!(" {}", h.trim()))?,
-            None => Vec::new(),
-        };
+        let mut all_tokens = ctx.initial_prompt_tokens()?;
+        let hotwords = ctx.hotword_tokens()?;
         let mut prompt_reset_since = 0;
         let mut last_speech_timestamp = 0.0;
         let mut segments: Vec<RawSegment> = Vec::new();
+        let silent = if o.word_timestamps {
+            silent_frames(mel)
+        } else {
+            Vec::new()
+        };
         let mut seek = 0usize;
         while seek < content_frames {
             let time_offset = seek as f64 / FRAMES_PER_SECOND;
             let segment_size = WINDOW_FRAMES.min(content_frames - seek);
-            let mel_window = mel_windows(mel, &[(seek, segment_size)], self.model.device())?;
-            let features = self.model.encode(&mel_window)?;
+            let mel_window = mel_windows(mel, &[(seek, segment_size)], ctx.model.device())?;
+            let features = ctx.model.encode(&mel_window)?;
             let mut previous = hotwords.clone();
             previous.extend_from_slice(&all_tokens[prompt_reset_since..]);
-            let (prompt, sot_index) = decoder.prompt(&previous, self.language, o.task);
-            let Some(result) = decoder
-                .decode(&features, &prompt, sot_index, &mut rng)?
+            let Some(result) = ctx
+                .decode_rows(&features, &[previous], &mut rng)?
                 .into_iter()
                 .next()
             else {
@@ -221,32 +199,28 @@ impl SeekTranscriber<'_> {
                 seek += segment_size;
                 continue;
             }
-            let (parts, advance, single_ending) =
-                split_by_timestamps(self.tokenizer, &result.tokens, segment_size);
-            let mut current = window_segments(self.tokenizer, &result, parts, time_offset)?;
+            let outcome = ctx.window_outcome(
+                &result,
+                &features,
+                time_offset,
+                segment_size,
+                silent.get(seek..seek + segment_size).unwrap_or_default(),
+                &mut last_speech_timestamp,
+            )?;
             let previous_seek = seek;
-            seek += advance;
-            if o.word_timestamps {
-                aligner.add_word_timestamps(
-                    &features,
-                    &mut current,
-                    &self.language_code,
-                    time_offset,
-                    segment_size,
-                    &mut last_speech_timestamp,
-                )?;
-                if !single_ending
-                    && let Some(end) = last_word_end(&current)
-                    && end > time_offset
-                {
-                    seek = (end * FRAMES_PER_SECOND).round() as usize;
-                }
+            seek += outcome.advance;
+            if o.word_timestamps
+                && !outcome.single_timestamp_ending
+                && let Some(end) = outcome.last_word_end
+                && end > time_offset
+            {
+                seek = (end * FRAMES_PER_SECOND).round() as usize;
             }
             // Never stall: a window must move the seek forward.
             if seek <= previous_seek {
                 seek = previous_seek + segment_size;
             }
-            for s in current {
+            for s in outcome.segments {
                 if s.start == s.end || s.text.trim().is_empty() {
                     continue;
                 }

@@ -11,12 +11,13 @@ use mica_vad::{SileroVad, SpeechOptions, Vad};
 use serde::{Deserialize, Serialize};
 
 use crate::AsrError;
+use crate::context::DecodeContext;
 use crate::decode::{DecodeOptions, Task, detect_language};
 use crate::longform::{RawSegment, SeekTranscriber, mel_windows};
 use crate::mel::{LogMel, SAMPLE_RATE, WINDOW_FRAMES};
 use crate::model::{Precision, Whisper};
 use crate::tokenizer::WhisperTokenizer;
-use crate::vad_batch::{BatchedTranscriber, merge_regions};
+use crate::vad_batch::{BatchedTranscriber, SPLIT_SILENCE_SECONDS, merge_regions};
 use crate::words::{APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS};
 
 /// Everything a transcription can be asked for; the defaults are faster-whisper's.
@@ -188,11 +189,13 @@ impl Transcriber {
         } else {
             let mel = self.mel.compute(samples)?;
             SeekTranscriber {
-                model: &self.model,
-                tokenizer: &self.tokenizer,
-                options,
-                language: language_token,
-                language_code: language.clone(),
+                context: DecodeContext {
+                    model: &self.model,
+                    tokenizer: &self.tokenizer,
+                    options,
+                    language: language_token,
+                    language_code: &language,
+                },
             }
             .run(&mel)?
         };
@@ -280,19 +283,21 @@ impl Transcriber {
         };
         let vad = Vad::new(vad_model, options.vad_options.clone())?;
         let out = vad.detect(samples, mica_vad::SampleRate::from_hz(SAMPLE_RATE as u32)?)?;
-        let chunks = merge_regions(&out.regions(), 30.0, samples.len());
+        let chunks = merge_regions(&out.regions(), 30.0, SPLIT_SILENCE_SECONDS, samples.len());
         tracing::debug!(
             regions = out.segments.len(),
             chunks = chunks.len(),
             "speech regions merged into chunks"
         );
         BatchedTranscriber {
-            model: &self.model,
-            tokenizer: &self.tokenizer,
+            context: DecodeContext {
+                model: &self.model,
+                tokenizer: &self.tokenizer,
+                options,
+                language: language_token,
+                language_code: language,
+            },
             mel: &self.mel,
-            options,
-            language: language_token,
-            language_code: language.to_string(),
         }
         .run(samples, &chunks)
     }

@@ -80,9 +80,10 @@ impl<'a> DecodeContext<'a> {
     }
 
     /// Decodes windows `features` `[B, 1500, d]`, row `i` with `previous[i]` as its
-    /// previous text. Rows with the same previous text are decoded together (the
-    /// decoder takes one prompt per call, so rows with different texts are decoded one
-    /// after the other).
+    /// previous text, in one batch per kind of prompt: rows without previous text, and rows
+    /// with it. The decoder takes prompts of one length, so the previous texts of a batch
+    /// are cut to the shortest among them (the most recent tokens kept); lanes decoded
+    /// side by side reach the prompt's 223-token cap within a few windows.
     pub fn decode_rows(
         &self,
         features: &Tensor,
@@ -92,13 +93,34 @@ impl<'a> DecodeContext<'a> {
         let decoder = self.decoder();
         let o = self.options;
         let mut out: Vec<Option<WindowResult>> = vec![None; previous.len()];
-        let mut done = vec![false; previous.len()];
-        for i in 0..previous.len() {
-            if done[i] {
+        for with_text in [false, true] {
+            let group: Vec<usize> = (0..previous.len())
+                .filter(|&j| previous[j].is_empty() != with_text)
+                .collect();
+            if group.is_empty() {
                 continue;
             }
-            let group: Vec<usize> = (i..previous.len())
-                .filter(|&j| !done[j] && previous[j] == previous[i])
+            // Text tokens each prompt keeps: the shortest of the group (within the cap).
+            let common = group
+                .iter()
+                .map(|&j| {
+                    decoder
+                        .prompt(&previous[j], self.language, o.task)
+                        .1
+                        .saturating_sub(1)
+                })
+                .min()
+                .unwrap_or(0);
+            let mut sot_index = 0;
+            let prompts: Vec<Vec<u32>> = group
+                .iter()
+                .map(|&j| {
+                    let p = &previous[j];
+                    let (prompt, sot) =
+                        decoder.prompt(&p[p.len().saturating_sub(common)..], self.language, o.task);
+                    sot_index = sot;
+                    prompt
+                })
                 .collect();
             let rows = if group.len() == previous.len() {
                 features.clone()
@@ -107,8 +129,7 @@ impl<'a> DecodeContext<'a> {
                 let idx = Tensor::from_vec(idx, group.len(), features.device())?;
                 features.index_select(&idx, 0)?
             };
-            let (prompt, sot_index) = decoder.prompt(&previous[i], self.language, o.task);
-            let results = decoder.decode(&rows, &prompt, sot_index, rng)?;
+            let results = decoder.decode(&rows, &prompts, sot_index, rng)?;
             if results.len() != group.len() {
                 return Err(AsrError::State(format!(
                     "the decoder returned {} results for {} windows",
@@ -117,7 +138,6 @@ impl<'a> DecodeContext<'a> {
                 )));
             }
             for (&j, r) in group.iter().zip(results) {
-                done[j] = true;
                 out[j] = Some(r);
             }
         }

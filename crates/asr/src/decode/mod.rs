@@ -1,7 +1,7 @@
 //! Decoding 30-second windows: prompt construction, logit filters, greedy / sampling /
 //! beam search, temperature fallback and language detection.
 //!
-//! [`WindowDecoder::decode`] runs a batch of encoded windows that share one prompt and
+//! [`WindowDecoder::decode`] runs a batch of encoded windows, each with its prompt, and
 //! retries, at the next temperature, only the windows whose result fails the compression
 //! ratio or log-probability checks (openai's `decode_with_fallback`, with faster-whisper's
 //! choice among failed attempts).
@@ -257,18 +257,25 @@ impl WindowDecoder<'_> {
         })
     }
 
-    /// Decodes every window of `features` `[B, 1500, d]` with `prompt`, retrying failed
-    /// windows at higher temperatures. `rng` drives sampling.
+    /// Decodes every window of `features` `[B, 1500, d]`, window `i` with `prompts[i]` (all
+    /// of one length, `<|startoftranscript|>` at `sot_index`), retrying failed windows at
+    /// higher temperatures. `rng` drives sampling.
     pub fn decode(
         &self,
         features: &Tensor,
-        prompt: &[u32],
+        prompts: &[Vec<u32>],
         sot_index: usize,
         rng: &mut Rng,
     ) -> Result<Vec<WindowResult>, AsrError> {
         let o = self.options;
         let n = features.dim(0)?;
-        let filters = self.filters(prompt.len())?;
+        if prompts.len() != n {
+            return Err(AsrError::State(format!(
+                "{} prompts for {n} windows",
+                prompts.len()
+            )));
+        }
+        let filters = self.filters(prompts.first().map_or(0, Vec::len))?;
         let n_ctx = self.model.config().max_target_positions;
         let sample_len = o.sample_len.unwrap_or(n_ctx / 2).min(n_ctx / 2);
         let mut best: Vec<Option<WindowResult>> = vec![None; n];
@@ -299,9 +306,11 @@ impl WindowDecoder<'_> {
                 let idx = Tensor::from_vec(idx, pending.len(), features.device())?;
                 features.index_select(&idx, 0)?
             };
+            let pending_prompts: Vec<Vec<u32>> =
+                pending.iter().map(|&i| prompts[i].clone()).collect();
             let search = Search {
                 model: self.model,
-                prompt,
+                prompts: &pending_prompts,
                 sot_index,
                 no_speech: self.tokenizer.specials().no_speech,
                 filters: &filters,

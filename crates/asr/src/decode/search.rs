@@ -1,8 +1,9 @@
 //! Token search over a batch of windows: greedy, sampling (best of N) and beam search, as
 //! openai's `DecodingTask` runs them, with the decoder's KV cache carried between steps.
 //!
-//! Every item (window) of the batch has the same prompt, so the prefill is one `[rows, T]`
-//! call; items finish independently and are dropped from the decoder state as they do.
+//! Every item (window) of the batch has its own prompt, all of one length, so the prefill is
+//! one `[items, T]` call; items finish independently and are dropped from the decoder state
+//! as they do.
 //! Logits come to the host once per step (`[rows, vocab]` f32): the filters and the beam
 //! bookkeeping are sequential per row and cheap next to the network.
 
@@ -84,9 +85,10 @@ impl Rng {
 pub struct Search<'a> {
     /// The network.
     pub model: &'a Whisper,
-    /// Prompt fed before sampling: `[<|startofprev|> prompt...] sot_sequence [<|notimestamps|>]`.
-    pub prompt: &'a [u32],
-    /// Index of `<|startoftranscript|>` in `prompt`.
+    /// The prompt of each item, fed before sampling:
+    /// `[<|startofprev|> text...] sot_sequence [<|notimestamps|>]`; all of one length.
+    pub prompts: &'a [Vec<u32>],
+    /// Index of `<|startoftranscript|>` in every prompt.
     pub sot_index: usize,
     /// `<|nospeech|>`.
     pub no_speech: u32,
@@ -128,18 +130,24 @@ impl Search<'_> {
         if n_items == 0 {
             return Ok(Vec::new());
         }
-        if self.sot_index >= self.prompt.len() {
+        let prompt_len = self.prompts.first().map_or(0, Vec::len);
+        if self.prompts.len() != n_items || self.prompts.iter().any(|p| p.len() != prompt_len) {
             return Err(AsrError::State(format!(
-                "sot index {} outside a prompt of {} tokens",
-                self.sot_index,
-                self.prompt.len()
+                "{} prompts (of one length) needed for {n_items} windows",
+                self.prompts.len()
+            )));
+        }
+        if self.sot_index >= prompt_len {
+            return Err(AsrError::State(format!(
+                "sot index {} outside a prompt of {prompt_len} tokens",
+                self.sot_index
             )));
         }
         let rpi = self.strategy.rows_per_item();
         let max_positions = self.model.config().max_target_positions;
         let sample_len = self
             .sample_len
-            .min(max_positions.saturating_sub(self.prompt.len()));
+            .min(max_positions.saturating_sub(prompt_len));
         // The prompt is the same for every row of an item: prefill one row per item, then
         // copy its cache to the item's other rows (beam search would otherwise run the
         // whole prompt once per beam).
@@ -147,8 +155,7 @@ impl Search<'_> {
         let eot = self.filters.eot;
 
         // Prefill up to <|startoftranscript|>: its logits give the no-speech probability.
-        let head = &self.prompt[..=self.sot_index];
-        let mut logits = self.feed_same(&mut state, head)?;
+        let mut logits = self.feed(&mut state, 0..self.sot_index + 1)?;
         let mut items: Vec<Item> = (0..n_items)
             .map(|i| {
                 let mut row = logits[i].clone();
@@ -171,9 +178,8 @@ impl Search<'_> {
                 }
             })
             .collect();
-        let tail = &self.prompt[self.sot_index + 1..];
-        if !tail.is_empty() {
-            logits = self.feed_same(&mut state, tail)?;
+        if self.sot_index + 1 < prompt_len {
+            logits = self.feed(&mut state, self.sot_index + 1..prompt_len)?;
         }
         if rpi > 1 {
             state.expand_rows(rpi)?;
@@ -256,15 +262,20 @@ impl Search<'_> {
         Ok(items.into_iter().map(|item| self.finish(item)).collect())
     }
 
-    /// Feeds the same tokens to every row; returns the last position's logits per row.
-    fn feed_same(
+    /// Feeds positions `range` of each item's prompt to its (single) row; returns the last
+    /// position's logits per row.
+    fn feed(
         &self,
         state: &mut DecoderState,
-        tokens: &[u32],
+        range: std::ops::Range<usize>,
     ) -> Result<Vec<Vec<f32>>, AsrError> {
-        let rows = state.rows();
-        let data: Vec<u32> = (0..rows).flat_map(|_| tokens.iter().copied()).collect();
-        let t = Tensor::from_vec(data, (rows, tokens.len()), self.model.device())?;
+        let len = range.len();
+        let data: Vec<u32> = self
+            .prompts
+            .iter()
+            .flat_map(|p| p[range.clone()].iter().copied())
+            .collect();
+        let t = Tensor::from_vec(data, (self.prompts.len(), len), self.model.device())?;
         Ok(self.model.decode(state, &t, false)?.to_vec2::<f32>()?)
     }
 

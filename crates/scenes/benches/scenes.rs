@@ -9,7 +9,7 @@ use std::time::Duration;
 use candle_core::{Device, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mica_core::media::{FrameOptions, FrameSource};
-use mica_scenes::windows::{STEP, WINDOW, Windower};
+use mica_scenes::windows::{CONTEXT, STEP, WINDOW, Windower};
 use mica_scenes::{ShotDetector, ShotOptions, TransNetV2};
 
 fn benches(c: &mut Criterion) {
@@ -37,7 +37,11 @@ fn benches(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Elements(STEP as u64));
     group.bench_function("network_window", |b| {
-        b.iter(|| model.forward(&input).expect("forward"))
+        b.iter(|| {
+            model
+                .forward_frames(&input, CONTEXT, STEP)
+                .expect("forward")
+        })
     });
     let detector =
         ShotDetector::new(model.clone(), ShotOptions::default()).expect("default options");

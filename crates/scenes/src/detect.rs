@@ -476,9 +476,9 @@ impl ShotStream {
         }
         let input = Tensor::from_vec(bytes, (take, WINDOW, HEIGHT, WIDTH, 3), &Device::Cpu)?
             .to_device(self.model.device())?;
-        let pred = self.model.forward(&input)?;
-        let single = pred.single.narrow(1, CONTEXT, STEP)?.to_vec2::<f32>()?;
-        let many = pred.many.narrow(1, CONTEXT, STEP)?.to_vec2::<f32>()?;
+        let pred = self.model.forward_frames(&input, CONTEXT, STEP)?;
+        let single = pred.single.to_vec2::<f32>()?;
+        let many = pred.many.to_vec2::<f32>()?;
         for (s, m) in single.into_iter().zip(many) {
             self.scores.single.extend(s);
             self.scores.many.extend(m);

@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod avx512;
 mod detect;
 mod error;
 pub mod model;

@@ -13,8 +13,11 @@
 //! - Batch norm (inference statistics) folds into the temporal weights and a bias.
 //! - Features are channels-last (`[frames, H, W, C]`), so the temporal convolutions are
 //!   plain matrix products over all pixels and the flattening before `fc1` is the
-//!   reference's (H, W, C) order. On the CPU the spatial convolutions are Winograd
-//!   F(2x2, 3x3) (the private `winograd` module); elsewhere candle's `conv2d`.
+//!   reference's (H, W, C) order. On the CPU a block's convolutions run as fused kernels:
+//!   AVX-512 where the CPU has it (the private `avx512` module: Winograd F(4x4, 3x3) and
+//!   F(2x2, 3x3) spatial convolutions, a register-blocked temporal kernel), else portable
+//!   Winograd F(2x2, 3x3) and gemm (the private `winograd` module); elsewhere candle's
+//!   `conv2d` and matmuls.
 //! - Color histograms are counted with `scatter_add` on the device.
 
 use std::collections::HashMap;
@@ -24,6 +27,7 @@ use std::sync::Arc;
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::ops::sigmoid;
 
+use crate::avx512::{self, PackedKernel, PackedTemporal};
 use crate::error::ScenesError;
 use crate::winograd;
 
@@ -107,6 +111,10 @@ struct Ddcnn {
     spatial: Tensor,
     /// The same kernels Winograd-transformed, when running on the CPU.
     winograd: Option<Vec<f32>>,
+    /// The spatial kernels packed for the AVX-512 kernels, when the CPU has them.
+    packed: Option<PackedKernel>,
+    /// The temporal weights and bias packed for the AVX-512 kernels, when the CPU has them.
+    packed_temporal: Option<PackedTemporal>,
     /// Per branch `[2F, 3 * F]`: the three temporal taps side by side, batch-norm scale
     /// folded in.
     temporal: Vec<Tensor>,
@@ -160,21 +168,29 @@ impl Ddcnn {
             temporal.push(t.contiguous()?.to_device(device)?);
         }
         let spatial = Tensor::cat(&spatial, 0)?.contiguous()?;
-        let (winograd, cpu) = if device.is_cpu() && config.cpu_kernels {
+        let (winograd, packed, packed_temporal, cpu) = if device.is_cpu() && config.cpu_kernels {
             let weights = temporal
                 .iter()
                 .map(|t| t.flatten_all()?.to_vec1::<f32>())
                 .collect::<Result<Vec<_>, _>>()?;
-            (
-                Some(winograd::transform_kernel(&spatial)?),
-                Some((weights, bias.to_vec1::<f32>()?)),
-            )
+            let u = winograd::transform_kernel(&spatial)?;
+            let packed = PackedKernel::new(
+                &spatial.flatten_all()?.to_vec1::<f32>()?,
+                c_in,
+                8 * filters,
+                winograd_tile(c_in, 8 * filters),
+            );
+            let shift = bias.to_vec1::<f32>()?;
+            let packed_temporal = PackedTemporal::new(&weights, &shift, &DILATIONS, filters);
+            (Some(u), packed, packed_temporal, Some((weights, shift)))
         } else {
-            (None, None)
+            (None, None, None, None)
         };
         Ok(Ddcnn {
             spatial: spatial.to_device(device)?,
             winograd,
+            packed,
+            packed_temporal,
             temporal,
             bias: bias.to_device(device)?,
             cpu,
@@ -187,11 +203,6 @@ impl Ddcnn {
     /// `[N, H * W, 2F]`.
     fn spatial(&self, x: &Tensor) -> Result<Vec<Tensor>, ScenesError> {
         let f2 = 2 * self.filters;
-        if let Some(u) = &self.winograd
-            && x.device().is_cpu()
-        {
-            return winograd::conv3x3(x, u, 4 * f2, 4);
-        }
         let (n, h, w, _) = x.dims4()?;
         let y = x
             .permute((0, 3, 1, 2))?
@@ -203,19 +214,62 @@ impl Ddcnn {
             .collect()
     }
 
-    /// `x`: `[B * T, H, W, C_in]` -> `[B * T, H, W, 4F]`.
+    /// The CPU kernels' forward, on flat channels-last values: `x` `[B * T, H, W, C_in]` ->
+    /// `[B * T, H, W, 4F]` (the vector may be longer). `None` when the CPU kernels are off.
+    fn forward_cpu(
+        &self,
+        x: &[f32],
+        (h, w, c_in): (usize, usize, usize),
+        batch: usize,
+        time: usize,
+        scratch: &Scratch,
+    ) -> Result<Option<Vec<f32>>, ScenesError> {
+        let (Some((weights, bias)), Some(u)) = (&self.cpu, &self.winograd) else {
+            return Ok(None);
+        };
+        let n = batch * time;
+        let f2 = 2 * self.filters;
+        if let (Some(spatial), Some(temporal)) = (&self.packed, &self.packed_temporal)
+            && let Some((y, out)) = avx512::ddcnn(
+                x,
+                (h, w),
+                spatial,
+                temporal,
+                self.relu,
+                batch,
+                time,
+                (
+                    scratch.take(avx512::spatial_len(spatial, temporal, n, h * w)),
+                    scratch.take(n * h * w * f2),
+                ),
+            )
+        {
+            scratch.give(y);
+            return Ok(Some(out));
+        }
+        let t = Tensor::from_slice(x, (n, h, w, c_in), &Device::Cpu)?;
+        let y = winograd::conv3x3(&t, u, 4 * f2, 1)?[0]
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let out = winograd::temporal(
+            &y,
+            weights,
+            &DILATIONS,
+            bias,
+            self.relu,
+            batch,
+            time,
+            self.filters,
+        )?;
+        Ok(Some(out))
+    }
+
+    /// `x`: `[B * T, H, W, C_in]` -> `[B * T, H, W, 4F]` (the generic candle ops).
     fn forward(&self, x: &Tensor, batch: usize, time: usize) -> Result<Tensor, ScenesError> {
         let (n, h, w, _) = x.dims4()?;
         let hw = h * w;
         let f = self.filters;
         let ys = self.spatial(x)?;
-        if let Some((weights, bias)) = &self.cpu
-            && x.device().is_cpu()
-        {
-            let out =
-                winograd::temporal(&ys, weights, &DILATIONS, bias, self.relu, batch, time, f)?;
-            return Ok(Tensor::from_vec(out, (n, h, w, 4 * f), x.device())?);
-        }
         let mut branches = Vec::with_capacity(4);
         for ((y, t), &d) in ys.iter().zip(&self.temporal).zip(DILATIONS.iter()) {
             let z = y
@@ -248,7 +302,19 @@ struct Stack {
 
 impl Stack {
     /// `[N, H, W, C]` -> `[N, H / 2, W / 2, 4F]`.
-    fn forward(&self, x: &Tensor, batch: usize, time: usize) -> Result<Tensor, ScenesError> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        batch: usize,
+        time: usize,
+        scratch: &Scratch,
+    ) -> Result<Tensor, ScenesError> {
+        if self.fused
+            && x.device().is_cpu()
+            && let Some(y) = self.forward_cpu(x, batch, time, scratch)?
+        {
+            return Ok(y);
+        }
         let mut x = x.clone();
         let mut shortcut = None;
         for block in &self.blocks {
@@ -261,18 +327,6 @@ impl Stack {
             Some(s) => s,
             None => x.zeros_like()?,
         };
-        if self.fused && x.device().is_cpu() {
-            let (n, h, w, c) = x.dims4()?;
-            let pooled = winograd::residual_pool(
-                &x.flatten_all()?.to_vec1::<f32>()?,
-                &shortcut.flatten_all()?.to_vec1::<f32>()?,
-                n,
-                h,
-                w,
-                c,
-            );
-            return Ok(Tensor::from_vec(pooled, (n, h / 2, w / 2, c), x.device())?);
-        }
         let x = (x.relu()? + shortcut)?;
         // 2x2 average pooling, odd last rows/columns dropped (floor), as AvgPool3d(1, 2, 2).
         let (n, h, w, c) = x.dims4()?;
@@ -284,6 +338,51 @@ impl Stack {
             .sum(4)?
             .sum(2)?;
         Ok((x * 0.25)?)
+    }
+}
+
+impl Stack {
+    /// [`Stack::forward`] with the CPU kernels, the features kept as flat vectors between
+    /// blocks; `None` when a block has no CPU kernels.
+    fn forward_cpu(
+        &self,
+        x: &Tensor,
+        batch: usize,
+        time: usize,
+        scratch: &Scratch,
+    ) -> Result<Option<Tensor>, ScenesError> {
+        let (n, h, w, mut c) = x.dims4()?;
+        let input = x.flatten_all()?.to_vec1::<f32>()?;
+        // The first block's output (the shortcut) and the latest one after it.
+        let mut shortcut: Option<Vec<f32>> = None;
+        let mut last: Option<Vec<f32>> = None;
+        for block in &self.blocks {
+            let x = last.as_deref().or(shortcut.as_deref()).unwrap_or(&input);
+            // Recycled buffers can be longer than the features they hold.
+            let x = &x[..n * h * w * c];
+            let Some(y) = block.forward_cpu(x, (h, w, c), batch, time, scratch)? else {
+                return Ok(None);
+            };
+            c = 4 * block.filters;
+            if shortcut.is_none() {
+                shortcut = Some(y);
+            } else if let Some(old) = last.replace(y) {
+                scratch.give(old);
+            }
+        }
+        let Some(shortcut) = shortcut else {
+            return Ok(None);
+        };
+        let x = last.unwrap_or_else(|| shortcut.clone());
+        let len = n * h * w * c;
+        let pooled = winograd::residual_pool(&x[..len], &shortcut[..len], n, h, w, c);
+        scratch.give(x);
+        scratch.give(shortcut);
+        Ok(Some(Tensor::from_vec(
+            pooled,
+            (n, h / 2, w / 2, c),
+            &Device::Cpu,
+        )?))
     }
 }
 
@@ -334,6 +433,44 @@ pub struct TransNetV2 {
     /// `[3]`: bin weights 64, 8, 1 for the 3-bit R, G, B codes of a pixel.
     bin_weights: Tensor,
     device: Device,
+    /// Feature buffers the CPU kernels reuse from one forward to the next (fresh
+    /// allocations this large come from the kernel as zeroed pages, which costs more than
+    /// the kernels' writes).
+    scratch: Scratch,
+}
+
+/// A pool of `f32` buffers, shared by the clones of a model.
+#[derive(Debug, Clone, Default)]
+struct Scratch(Arc<std::sync::Mutex<Vec<Vec<f32>>>>);
+
+impl Scratch {
+    /// Buffers kept at most (a forward holds four at once).
+    const KEEP: usize = 6;
+
+    /// A buffer of unspecified length and contents, with room for `len` values if the pool
+    /// has one (the smallest such, so the large ones stay for the large features).
+    fn take(&self, len: usize) -> Vec<f32> {
+        let Ok(mut free) = self.0.lock() else {
+            return Vec::new();
+        };
+        let pick = free
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .or_else(|| free.iter().enumerate().max_by_key(|(_, b)| b.capacity()))
+            .map(|(i, _)| i);
+        pick.map(|i| free.swap_remove(i)).unwrap_or_default()
+    }
+
+    /// Returns a buffer to the pool.
+    fn give(&self, buf: Vec<f32>) {
+        if let Ok(mut free) = self.0.lock()
+            && free.len() < Self::KEEP
+        {
+            free.push(buf);
+        }
+    }
 }
 
 /// Per-frame outputs of one forward, `[B, T]` each, probabilities in 0..1.
@@ -445,6 +582,7 @@ impl TransNetV2 {
             cls_many: Dense::load(&w, "cls_layer2", 1, config.dense, device)?,
             bin_weights: Tensor::new(&[64f32, 8., 1.], device)?,
             device: device.clone(),
+            scratch: Scratch::default(),
         })
     }
 
@@ -468,8 +606,33 @@ impl TransNetV2 {
         })
     }
 
+    /// [`TransNetV2::forward`] for frames `start .. start + len` of each window only,
+    /// `[B, len]` each: the convolutions still read the whole window, the heads (a quarter
+    /// of the work on a CPU, mostly `fc1`) run on those frames alone.
+    pub fn forward_frames(
+        &self,
+        frames: &Tensor,
+        start: usize,
+        len: usize,
+    ) -> Result<Predictions, ScenesError> {
+        let (single, many) = self.logits_of(frames, Some((start, len)))?;
+        Ok(Predictions {
+            single: sigmoid(&single)?,
+            many: sigmoid(&many)?,
+        })
+    }
+
     /// The heads' logits (before the sigmoid), `[B, T]` each.
     pub fn logits(&self, frames: &Tensor) -> Result<(Tensor, Tensor), ScenesError> {
+        self.logits_of(frames, None)
+    }
+
+    /// The heads' logits for all frames, or for `(start, len)` of each window.
+    fn logits_of(
+        &self,
+        frames: &Tensor,
+        range: Option<(usize, usize)>,
+    ) -> Result<(Tensor, Tensor), ScenesError> {
         let dims = frames.dims();
         if frames.dtype() != DType::U8
             || dims.len() != 5
@@ -485,21 +648,33 @@ impl TransNetV2 {
             });
         }
         let (batch, time) = (dims[0], dims[1]);
+        let (start, len) = range.unwrap_or((0, time));
+        if len == 0 || start + len > time {
+            return Err(ScenesError::InvalidOption(format!(
+                "frames {start}..{} are not inside a window of {time}",
+                start + len
+            )));
+        }
         let n = batch * time;
         let pixels = frames
             .to_dtype(DType::F32)?
             .reshape((n, HEIGHT * WIDTH, 3))?;
-        let hist = self.color_histograms(&pixels, batch, time)?;
+        let hist = self.color_histograms(frames, &pixels, batch, time)?;
 
         let mut x = (pixels.reshape((n, HEIGHT, WIDTH, 3))? / 255.0)?;
         let mut means = Vec::with_capacity(self.stacks.len());
         for stack in &self.stacks {
-            x = stack.forward(&x, batch, time)?;
+            x = stack.forward(&x, batch, time, &self.scratch)?;
             means.push(x.mean((1, 2))?);
         }
         let sim = self.frame_similarity(&Tensor::cat(&means, 1)?, batch, time)?;
         let conv = x.reshape((batch, time, ()))?;
         let x = Tensor::cat(&[hist, sim, conv], 2)?;
+        let x = if len == time {
+            x
+        } else {
+            x.narrow(1, start, len)?.contiguous()?
+        };
         let x = self.fc1.forward(&x)?.relu()?;
         let single = self.cls_single.forward(&x)?.squeeze(2)?;
         let many = self.cls_many.forward(&x)?.squeeze(2)?;
@@ -520,23 +695,42 @@ impl TransNetV2 {
         Ok(self.frame_sim_fc.forward(&bands)?.relu()?)
     }
 
-    /// Color-histogram branch: pixels `[B * T, H * W, 3]` (0..255 as f32) -> `[B, T, 128]`.
+    /// Color-histogram branch: `frames` (u8) or the same as `pixels` `[B * T, H * W, 3]`
+    /// (0..255 as f32) -> `[B, T, 128]`.
     fn color_histograms(
         &self,
+        frames: &Tensor,
         pixels: &Tensor,
         batch: usize,
         time: usize,
     ) -> Result<Tensor, ScenesError> {
         let n = batch * time;
-        // bin = (R >> 5) << 6 | (G >> 5) << 3 | B >> 5; exact in f32.
-        let codes = (pixels / 32.0)?.floor()?;
-        let bins = codes
-            .broadcast_mul(&self.bin_weights)?
-            .sum(2)?
-            .to_dtype(DType::U32)?;
-        let ones = Tensor::ones(bins.dims(), DType::F32, &self.device)?;
-        let hist =
-            Tensor::zeros((n, 512), DType::F32, &self.device)?.scatter_add(&bins, &ones, 1)?;
+        let hist = if self.device.is_cpu() && self.config.cpu_kernels {
+            // Counted from the bytes: a few element-wise tensor passes cost more than this.
+            let bytes = frames.flatten_all()?.to_vec1::<u8>()?;
+            let mut counts = vec![0f32; n * 512];
+            for (frame, hist) in bytes
+                .chunks_exact(HEIGHT * WIDTH * 3)
+                .zip(counts.chunks_exact_mut(512))
+            {
+                for px in frame.chunks_exact(3) {
+                    let bin = (usize::from(px[0] >> 5) << 6)
+                        | (usize::from(px[1] >> 5) << 3)
+                        | usize::from(px[2] >> 5);
+                    hist[bin] += 1.0;
+                }
+            }
+            Tensor::from_vec(counts, (n, 512), &self.device)?
+        } else {
+            // bin = (R >> 5) << 6 | (G >> 5) << 3 | B >> 5; exact in f32.
+            let codes = (pixels / 32.0)?.floor()?;
+            let bins = codes
+                .broadcast_mul(&self.bin_weights)?
+                .sum(2)?
+                .to_dtype(DType::U32)?;
+            let ones = Tensor::ones(bins.dims(), DType::F32, &self.device)?;
+            Tensor::zeros((n, 512), DType::F32, &self.device)?.scatter_add(&bins, &ones, 1)?
+        };
         let hist = l2_normalize(&hist.reshape((batch, time, 512))?)?;
         let bands = self.similarity_bands(&hist, time)?;
         Ok(self.color_hist_fc.forward(&bands)?.relu()?)
@@ -568,6 +762,20 @@ fn l2_normalize(x: &Tensor) -> Result<Tensor, ScenesError> {
         .sqrt()?
         .clamp(1e-12f32, f32::MAX)?;
     Ok(x.broadcast_div(&norm)?)
+}
+
+/// Winograd tile for the AVX-512 kernels: direct convolution (1) for a few input channels
+/// (the transforms would cost more than the multiplies they save), F(4x4, 3x3) (2.25
+/// multiplies per output instead of 4) while its 36 transformed kernels stay within a few
+/// MiB of cache, else F(2x2, 3x3).
+fn winograd_tile(c_in: usize, c_out: usize) -> usize {
+    if c_in <= 4 {
+        1
+    } else if 36 * 4 * c_in * c_out <= 6 << 20 {
+        4
+    } else {
+        2
+    }
 }
 
 /// Spatial size after `layers` 2x2 average pools (floor) of a 27x48 frame.

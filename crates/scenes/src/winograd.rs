@@ -2,9 +2,10 @@
 //! CPU, on channels-last frames: 16 multiplies per 2x2 outputs instead of 36, the products
 //! done as 16 matrix multiplications (gemm), the transforms as adds over channel vectors.
 //!
-//! The spatial convolutions are ~90% of TransNetV2's arithmetic, so this is where CPU time
-//! goes. F(2x2, 3x3) only adds and halves, so its rounding stays at f32 level. GPUs keep
-//! candle's `conv2d` (cuDNN).
+//! The portable CPU path (the `avx512` module's kernels replace it where the CPU has
+//! AVX-512), with the fused temporal convolution and the residual + pooling pass that both
+//! paths use. F(2x2, 3x3) only adds and halves, so its rounding stays at f32 level. GPUs
+//! keep candle's `conv2d` (cuDNN).
 //!
 //! With `d` a 4x4 input tile and `g` a 3x3 kernel: `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`.
 
@@ -234,11 +235,12 @@ pub fn conv3x3(
 
 /// The temporal half of a DDCNN block on the CPU, fused: for each branch `b` (dilation
 /// `d_b`), `out[.., b*F + o] = bias + W0 y[t - d] + W1 y[t] + W2 y[t + d]` (zero outside the
-/// window), then ReLU when `relu`. `ys`: four `[N, P, 2F]` (N = batch * time, P pixels),
-/// `weights`: four `[2F, 3F]`; returns `[N, P, 4F]` as a flat vector.
+/// window), then ReLU when `relu`. `y`: `[N, P, G * 2F]` flat (N = batch * time, P pixels,
+/// the G branches' spatial outputs side by side), `weights`: G `[2F, 3F]`; returns
+/// `[N, P, G * F]` as a flat vector.
 #[allow(clippy::too_many_arguments)]
 pub fn temporal(
-    ys: &[Tensor],
+    y: &[f32],
     weights: &[Vec<f32>],
     dilations: &[usize],
     bias: &[f32],
@@ -248,20 +250,30 @@ pub fn temporal(
     filters: usize,
 ) -> Result<Vec<f32>, ScenesError> {
     let f = filters;
-    let groups = ys.len();
-    let (n, p, c) = ys[0].dims3()?;
-    if c != 2 * f || n != batch * time || weights.len() != groups || bias.len() != groups * f {
+    let groups = weights.len();
+    let n = batch * time;
+    let c = groups * 2 * f;
+    if n == 0
+        || c == 0
+        || !y.len().is_multiple_of(n * c)
+        || bias.len() != groups * f
+        || dilations.len() != groups
+        || weights.iter().any(|w| w.len() != 6 * f * f)
+    {
         return Err(ScenesError::InvalidOption(format!(
-            "temporal convolution shapes do not fit: {n}x{p}x{c}, {groups} groups of {f}"
+            "temporal convolution shapes do not fit: {} values, {n} frames, {groups} groups \
+             of {f}",
+            y.len()
         )));
     }
+    let p = y.len() / (n * c);
     let threads = rayon::current_num_threads();
+    let rows = n * p;
     let mut zs = Vec::with_capacity(groups);
-    for (y, wt) in ys.iter().zip(weights) {
-        let y = y.flatten_all()?.to_vec1::<f32>()?;
-        let rows = n * p;
+    for (g, wt) in weights.iter().enumerate() {
         let mut z = vec![0f32; rows * 3 * f];
-        // SAFETY: y is rows x 2F, wt 2F x 3F, z rows x 3F, row-major, all in bounds.
+        // SAFETY: y read as rows x 2F with row stride c from offset g * 2F (inside y), wt
+        // 2F x 3F, z rows x 3F, row-major, all in bounds.
         unsafe {
             gemm::gemm(
                 rows,
@@ -271,9 +283,9 @@ pub fn temporal(
                 1,
                 3 * f as isize,
                 false,
-                y.as_ptr(),
+                y.as_ptr().add(g * 2 * f),
                 1,
-                2 * f as isize,
+                c as isize,
                 wt.as_ptr(),
                 1,
                 3 * f as isize,

@@ -423,6 +423,10 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    fn max_abs(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
+        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    }
+
     #[test]
     fn step_matches_whole_tensor_attention() -> candle_core::Result<()> {
         let dev = Device::Cpu;
@@ -441,11 +445,7 @@ mod tests {
             .matmul(&v)?
             .permute((0, 2, 1, 3))?
             .reshape((items * n, 1, heads * dh))?;
-        let err = (got - want)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f32>()?;
+        let err = max_abs(&got, &want)?;
         assert!(err < 1e-5, "max abs {err}");
         Ok(())
     }
@@ -469,11 +469,7 @@ mod tests {
             let v = vbuf.narrow(2, 0, len)?.contiguous()?;
             let p = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
             let want = p.matmul(&v)?.transpose(1, 2)?.reshape((rows, 1, d))?;
-            let err = (got - want)?
-                .abs()?
-                .flatten_all()?
-                .max(0)?
-                .to_scalar::<f32>()?;
+            let err = max_abs(&got, &want)?;
             assert!(err < 1e-5, "dh {dh}: max abs {err}");
         }
         Ok(())
@@ -482,7 +478,7 @@ mod tests {
     #[test]
     fn matches_whole_tensor_attention() -> candle_core::Result<()> {
         let dev = Device::Cpu;
-        // 2 items, a partial last query block (150 = 2 x 64 + 22), 3 heads of 8.
+        // 2 items, a partial last query block (150 = 128 + 22), 3 heads of 8.
         let (b, t, heads, dh) = (2usize, 150usize, 3usize, 8usize);
         let d = heads * dh;
         let qkv = Tensor::randn(0f32, 1.0, (b, t, 3 * d), &dev)?;
@@ -496,11 +492,7 @@ mod tests {
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
         let p = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
         let want = p.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
-        let err = (got - want)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f32>()?;
+        let err = max_abs(&got, &want)?;
         assert!(err < 1e-5, "max abs {err}");
         Ok(())
     }

@@ -9,6 +9,7 @@ pub mod document;
 pub mod error;
 pub mod media;
 pub mod models;
+pub mod process;
 pub mod time;
 pub mod writers;
 

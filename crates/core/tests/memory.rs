@@ -5,25 +5,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use mica_core::media::{AudioOptions, AudioStream, Backend, BackendChoice, SAMPLE_RATE};
+use mica_core::process::{reset_peak_rss as reset_peak, status_bytes};
 
 const RATE: u32 = 22_050;
 const HOURS: u64 = 3;
 const MB: f64 = 1024.0 * 1024.0;
 /// The most peak RSS may grow while decoding the whole file.
 const BUDGET: u64 = 64 << 20;
-
-/// A field of /proc/self/status in bytes (`VmHWM`, `VmRSS`).
-fn status_bytes(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// Resets VmHWM to the current RSS (Linux 4.0+), so each phase measures its own peak.
-fn reset_peak() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
 
 /// Streams a sine to a 16-bit mono wav without holding it in memory.
 fn write_long_wav(path: &Path, frames: u64) -> Result<(), Box<dyn std::error::Error>> {
@@ -94,11 +82,11 @@ fn three_hour_file_streams_in_flat_memory() -> Result<(), Box<dyn std::error::Er
 
     for backend in [BackendChoice::Symphonia, BackendChoice::Ffmpeg] {
         let can_reset = reset_peak();
-        let before = status_bytes("VmHWM:").ok_or("no VmHWM in /proc/self/status")?;
+        let before = status_bytes("VmHWM").ok_or("no VmHWM in /proc/self/status")?;
         let started = Instant::now();
         let (total, longest, used) = drain(&path, backend)?;
         let secs = started.elapsed().as_secs_f64();
-        let after = status_bytes("VmHWM:").ok_or("no VmHWM in /proc/self/status")?;
+        let after = status_bytes("VmHWM").ok_or("no VmHWM in /proc/self/status")?;
         let growth = after.saturating_sub(before);
         eprintln!(
             "{used:?}: {total} samples ({:.1} h) in {secs:.1} s ({:.0}x real time); chunk <= {longest}; \

@@ -17,19 +17,10 @@ const HOURS: usize = 3;
 const EVERY: usize = 60 * 60 * 16_000;
 const MAX_GROWTH_MB: f64 = 100.0;
 
+/// Peak resident set of this process in MB.
 fn peak_rss_mb() -> Res<f64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .ok_or("no VmHWM in /proc/self/status")?;
-    let kb: f64 = line
-        .trim_start_matches("VmHWM:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kb / 1024.0)
+    let bytes = mica_core::process::peak_rss_bytes().ok_or("no VmHWM in /proc/self/status")?;
+    Ok(bytes as f64 / (1024.0 * 1024.0))
 }
 
 #[test]

@@ -71,6 +71,10 @@ impl Int8Weight {
     /// Quantizes `[n, k]` weights and an optional `[n]` bias.
     pub fn quantize(w: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Int8Weight> {
         let (n, k) = w.dims2()?;
+        if n == 0 || k == 0 {
+            // A malformed checkpoint: no layer of a real one is empty.
+            candle_core::bail!("int8 weight: empty [{n}, {k}] matrix");
+        }
         let kp = k.div_ceil(4) * 4;
         let np = n.div_ceil(LANES) * LANES;
         let v = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
@@ -86,7 +90,7 @@ impl Int8Weight {
         }
         let mut packed = vec![0i8; np * kp];
         let mut q = vec![0i8; k];
-        for (j, row) in v.chunks_exact(k.max(1)).enumerate().take(n) {
+        for (j, row) in v.chunks_exact(k).enumerate().take(n) {
             let amax = row.iter().fold(0.0f32, |a, &b| a.max(b.abs()));
             let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
             let inv = 1.0 / s;
@@ -119,7 +123,7 @@ impl Int8Weight {
     #[cfg(test)]
     fn dequantize(&self) -> candle_core::Result<Tensor> {
         let mut v = vec![0.0f32; self.n * self.k];
-        for (j, row) in v.chunks_exact_mut(self.k.max(1)).enumerate().take(self.n) {
+        for (j, row) in v.chunks_exact_mut(self.k).enumerate().take(self.n) {
             let base = (j / LANES) * self.kp * LANES;
             for (i, d) in row.iter_mut().enumerate() {
                 let q = self.packed[base + (i / 4) * LANES * 4 + (j % LANES) * 4 + i % 4];
@@ -509,6 +513,8 @@ mod tests {
         assert!(y.iter().all(|&v| v == 0.0));
         let empty = Tensor::zeros((0, 33), DType::F32, &dev)?;
         assert_eq!(q.matmul(&empty)?.dims(), &[0, 20]);
+        assert!(Int8Weight::quantize(&Tensor::zeros((3, 0), DType::F32, &dev)?, None).is_err());
+        assert!(Int8Weight::quantize(&Tensor::zeros((0, 3), DType::F32, &dev)?, None).is_err());
         Ok(())
     }
 }

@@ -232,7 +232,7 @@ impl SpeakerEncoder {
         }
         let mut xs = mels.clone();
         for layer in &self.lstm {
-            xs = layer.forward(&xs, false)?;
+            xs = layer.forward(&xs)?;
         }
         let last: Vec<Tensor> = lengths
             .iter()

@@ -32,6 +32,7 @@ pub mod der;
 pub mod embedding;
 mod error;
 mod lstm;
+mod packed;
 pub mod pipeline;
 pub mod segmentation;
 

@@ -9,9 +9,10 @@ use candle_core::{D, DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::DiarizeError;
+use crate::packed::PackedMatrix;
 
-/// Sequences whose recurrences are updated together on the CPU: each row of the recurrent
-/// weights is loaded once for all of them.
+/// Sequences whose recurrences are updated together on the CPU: each panel of the
+/// recurrent weights is loaded once for all of them.
 const GROUP: usize = 4;
 
 /// One direction of one LSTM layer.
@@ -21,11 +22,19 @@ pub(crate) struct LstmLayer {
     w_ih: Tensor,
     /// `weight_hh^T`, `[hidden, 4 * hidden]`.
     w_hh: Tensor,
-    /// `weight_hh^T` row-major in host memory, on the CPU device only.
-    w_hh_host: Option<Vec<f32>>,
     /// `bias_ih + bias_hh`, `[4 * hidden]`.
     bias: Tensor,
+    /// The same weights packed in host memory, on the CPU device only.
+    host: Option<HostWeights>,
     hidden: usize,
+}
+
+/// [`LstmLayer`]'s weights for the CPU kernels.
+#[derive(Debug, Clone)]
+struct HostWeights {
+    w_ih: PackedMatrix,
+    w_hh: PackedMatrix,
+    bias: Vec<f32>,
 }
 
 impl LstmLayer {
@@ -55,50 +64,105 @@ impl LstmLayer {
         .contiguous()?;
         let bias = (get(vb, model, &format!("bias_ih_{suffix}"), &[4 * hidden])?
             + get(vb, model, &format!("bias_hh_{suffix}"), &[4 * hidden])?)?;
-        let w_hh_host = match vb.device() {
-            Device::Cpu => Some(w_hh.flatten_all()?.to_vec1::<f32>()?),
+        let host = match vb.device() {
+            Device::Cpu => Some(HostWeights {
+                w_ih: PackedMatrix::new(&w_ih.flatten_all()?.to_vec1()?, input, 4 * hidden),
+                w_hh: PackedMatrix::new(&w_hh.flatten_all()?.to_vec1()?, hidden, 4 * hidden),
+                bias: bias.to_vec1()?,
+            }),
             _ => None,
         };
         Ok(LstmLayer {
             w_ih,
             w_hh,
-            w_hh_host,
             bias,
+            host,
             hidden,
         })
     }
 
-    /// `xs` `[B, T, input]` to the hidden states `[B, T, hidden]`, from a zero state;
-    /// `reverse` runs from the last step to the first (the backward half of a
-    /// bidirectional layer), still writing step t's state at index t.
-    pub(crate) fn forward(&self, xs: &Tensor, reverse: bool) -> candle_core::Result<Tensor> {
+    /// `xs` `[B, T, input]` to the hidden states `[B, T, hidden]`, from a zero state.
+    pub(crate) fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, _) = xs.dims3()?;
+        match &self.host {
+            Some(host) => {
+                let x = xs.flatten_all()?.to_vec1::<f32>()?;
+                let mut out = vec![0.0f32; b * t * self.hidden];
+                host.run(&x, b, t, false, &mut out, self.hidden, 0);
+                Tensor::from_vec(out, (b, t, self.hidden), xs.device())
+            }
+            None => self.forward_ops(xs, false),
+        }
+    }
+
+    /// Both directions of a bidirectional layer, `self` forward and `backward` from the
+    /// last step to the first: `[B, T, input]` to `[B, T, 2 * hidden]` (forward states
+    /// first, as torch concatenates them).
+    pub(crate) fn bidirectional(
+        &self,
+        backward: &LstmLayer,
+        xs: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t, _) = xs.dims3()?;
+        match (&self.host, &backward.host) {
+            (Some(fwd), Some(bwd)) if self.hidden == backward.hidden => {
+                let x = xs.flatten_all()?.to_vec1::<f32>()?;
+                let stride = 2 * self.hidden;
+                let mut out = vec![0.0f32; b * t * stride];
+                fwd.run(&x, b, t, false, &mut out, stride, 0);
+                bwd.run(&x, b, t, true, &mut out, stride, self.hidden);
+                Tensor::from_vec(out, (b, t, stride), xs.device())
+            }
+            _ => Tensor::cat(
+                &[
+                    self.forward_ops(xs, false)?,
+                    backward.forward_ops(xs, true)?,
+                ],
+                2,
+            ),
+        }
+    }
+
+    /// The layer as candle ops, one step at a time (accelerators); `reverse` runs from
+    /// the last step to the first, still writing step t's state at index t.
+    fn forward_ops(&self, xs: &Tensor, reverse: bool) -> candle_core::Result<Tensor> {
         let (b, t, input) = xs.dims3()?;
         let h4 = 4 * self.hidden;
         let xg = xs
             .reshape((b * t, input))?
             .matmul(&self.w_ih)?
-            .broadcast_add(&self.bias)?;
-        match &self.w_hh_host {
-            Some(w) => {
-                let xg = xg.flatten_all()?.to_vec1::<f32>()?;
-                let out = recur_host(&xg, w, b, t, self.hidden, reverse);
-                Tensor::from_vec(out, (b, t, self.hidden), xs.device())
-            }
-            None => {
-                let xg = xg.reshape((b, t, h4))?;
-                let mut h = Tensor::zeros((b, self.hidden), DType::F32, xs.device())?;
-                let mut c = h.clone();
-                let mut outs = vec![None; t];
-                for step in 0..t {
-                    let at = if reverse { t - 1 - step } else { step };
-                    let gates = (xg.narrow(1, at, 1)?.squeeze(1)? + h.matmul(&self.w_hh)?)?;
-                    (h, c) = cell(&gates, &c, self.hidden)?;
-                    outs[at] = Some(h.clone());
-                }
-                let outs: Vec<Tensor> = outs.into_iter().flatten().collect();
-                Tensor::stack(&outs, 1)
-            }
+            .broadcast_add(&self.bias)?
+            .reshape((b, t, h4))?;
+        let mut h = Tensor::zeros((b, self.hidden), DType::F32, xs.device())?;
+        let mut c = h.clone();
+        let mut outs = vec![None; t];
+        for step in 0..t {
+            let at = if reverse { t - 1 - step } else { step };
+            let gates = (xg.narrow(1, at, 1)?.squeeze(1)? + h.matmul(&self.w_hh)?)?;
+            (h, c) = cell(&gates, &c, self.hidden)?;
+            outs[at] = Some(h.clone());
         }
+        let outs: Vec<Tensor> = outs.into_iter().flatten().collect();
+        Tensor::stack(&outs, 1)
+    }
+}
+
+impl HostWeights {
+    /// `x` `[B, T, input]` through this direction, into `out` at `stride` and `offset`
+    /// (see [`recur_host`]).
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        x: &[f32],
+        b: usize,
+        t: usize,
+        reverse: bool,
+        out: &mut [f32],
+        stride: usize,
+        offset: usize,
+    ) {
+        let xg = self.w_ih.matmul_bias(x, b * t, &self.bias);
+        recur_host(&xg, &self.w_hh, b, t, reverse, out, stride, offset);
     }
 }
 
@@ -114,148 +178,93 @@ fn cell(gates: &Tensor, c: &Tensor, hidden: usize) -> candle_core::Result<(Tenso
     Ok((h, c))
 }
 
-/// The recurrence in host memory: `xg` `[B, T, 4H]` input gates, `w` `[H, 4H]` row-major.
-/// Sequences are split over threads in groups of [`GROUP`].
-fn recur_host(xg: &[f32], w: &[f32], b: usize, t: usize, hidden: usize, reverse: bool) -> Vec<f32> {
-    let h4 = 4 * hidden;
-    let mut out = vec![0.0f32; b * t * hidden];
-    let groups: Vec<(usize, &mut [f32])> = out
-        .chunks_mut(GROUP * t * hidden)
+/// The recurrence in host memory: `xg` `[B, T, 4H]` input gates; step t of sequence j
+/// goes to `out[(j * t_len + t) * stride + offset..][..H]`. Sequences are split over
+/// threads in groups of [`GROUP`].
+#[allow(clippy::too_many_arguments)]
+fn recur_host(
+    xg: &[f32],
+    w: &PackedMatrix,
+    b: usize,
+    t: usize,
+    reverse: bool,
+    out: &mut [f32],
+    stride: usize,
+    offset: usize,
+) {
+    let hidden = w.rows();
+    let h4 = w.cols();
+    let mut groups: Vec<(usize, &mut [f32])> = out
+        .chunks_mut(GROUP * t * stride)
         .enumerate()
         .map(|(g, chunk)| (g * GROUP, chunk))
         .collect();
     let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+        .map_or(1, |n| n.get())
         .min(groups.len().max(1));
     let per_thread = groups.len().div_ceil(threads.max(1)).max(1);
-    let mut groups = groups;
     std::thread::scope(|scope| {
         while !groups.is_empty() {
             let take = per_thread.min(groups.len());
             let mine: Vec<(usize, &mut [f32])> = groups.drain(..take).collect();
             scope.spawn(move || {
+                let (mut h, mut c) = (vec![0.0; GROUP * hidden], vec![0.0; GROUP * hidden]);
+                let mut g = vec![0.0; GROUP * h4];
                 for (first, chunk) in mine {
-                    let n = chunk.len() / (t * hidden).max(1);
+                    let n = (first + GROUP).min(b) - first;
                     let xg = &xg[first * t * h4..(first + n) * t * h4];
-                    recur_group(xg, w, n, t, hidden, reverse, chunk);
+                    h.fill(0.0);
+                    c.fill(0.0);
+                    for step in 0..t {
+                        let at = if reverse { t - 1 - step } else { step };
+                        w.product(n, &h, hidden, &xg[at * h4..], t * h4, &mut g, h4);
+                        for j in 0..n {
+                            let hj = &mut h[j * hidden..(j + 1) * hidden];
+                            cell_host(&g[j * h4..(j + 1) * h4], &mut c[j * hidden..], hj);
+                            chunk[(j * t + at) * stride + offset..][..hidden].copy_from_slice(hj);
+                        }
+                    }
                 }
             });
         }
     });
-    out
 }
 
-/// Up to [`GROUP`] sequences in lockstep, with AVX2 and FMA when the CPU has them.
-fn recur_group(
-    xg: &[f32],
-    w: &[f32],
-    n: usize,
-    t: usize,
-    hidden: usize,
-    reverse: bool,
-    out: &mut [f32],
-) {
+/// The cell update from gate pre-activations `g` (`[4 * H]`, order i, f, g, o): `c` and
+/// `h` (`H` each) in place.
+fn cell_host(g: &[f32], c: &mut [f32], h: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::is_x86_feature_detected as has;
-        if has!("avx512f") && has!("avx2") && has!("fma") {
-            // SAFETY: the CPU supports these features (checked just above).
-            unsafe { recur_group_avx512(xg, w, n, t, hidden, reverse, out) };
-            return;
-        }
-        if has!("avx2") && has!("fma") {
-            // SAFETY: the CPU supports both features (checked just above).
-            unsafe { recur_group_fma(xg, w, n, t, hidden, reverse, out) };
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            unsafe { cell_avx512(g, c, h) };
             return;
         }
     }
-    recur_group_body::<false>(xg, w, n, t, hidden, reverse, out);
+    cell_body(g, c, h);
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn recur_group_avx512(
-    xg: &[f32],
-    w: &[f32],
-    n: usize,
-    t: usize,
-    hidden: usize,
-    reverse: bool,
-    out: &mut [f32],
-) {
-    recur_group_body::<true>(xg, w, n, t, hidden, reverse, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn recur_group_fma(
-    xg: &[f32],
-    w: &[f32],
-    n: usize,
-    t: usize,
-    hidden: usize,
-    reverse: bool,
-    out: &mut [f32],
-) {
-    recur_group_body::<true>(xg, w, n, t, hidden, reverse, out);
+#[target_feature(enable = "avx512f")]
+fn cell_avx512(g: &[f32], c: &mut [f32], h: &mut [f32]) {
+    cell_body(g, c, h);
 }
 
 #[inline(always)]
-fn recur_group_body<const FMA: bool>(
-    xg: &[f32],
-    w: &[f32],
-    n: usize,
-    t: usize,
-    hidden: usize,
-    reverse: bool,
-    out: &mut [f32],
-) {
-    let h4 = 4 * hidden;
-    let mut h = vec![0.0f32; n * hidden];
-    let mut c = vec![0.0f32; n * hidden];
-    let mut g = vec![0.0f32; n * h4];
-    for step in 0..t {
-        let at = if reverse { t - 1 - step } else { step };
-        for j in 0..n {
-            g[j * h4..(j + 1) * h4].copy_from_slice(&xg[(j * t + at) * h4..(j * t + at + 1) * h4]);
-        }
-        // Row by row (axpy), which vectorises; each row serves every sequence of the group.
-        for k in 0..hidden {
-            let row = &w[k * h4..(k + 1) * h4];
-            for j in 0..n {
-                let hk = h[j * hidden + k];
-                let gj = &mut g[j * h4..(j + 1) * h4];
-                if FMA {
-                    for (gv, &wv) in gj.iter_mut().zip(row) {
-                        *gv = hk.mul_add(wv, *gv);
-                    }
-                } else {
-                    for (gv, &wv) in gj.iter_mut().zip(row) {
-                        *gv += hk * wv;
-                    }
-                }
-            }
-        }
-        for j in 0..n {
-            let gj = &g[j * h4..(j + 1) * h4];
-            let hj = &mut h[j * hidden..(j + 1) * hidden];
-            let cj = &mut c[j * hidden..(j + 1) * hidden];
-            let (gi, rest) = gj.split_at(hidden);
-            let (gf, rest) = rest.split_at(hidden);
-            let (gg, go) = rest.split_at(hidden);
-            // Branch-free gate math over slices, so it vectorises.
-            for u in 0..hidden {
-                let i = fast_sigmoid(gi[u]);
-                let f = fast_sigmoid(gf[u]);
-                let g = fast_tanh(gg[u]);
-                let o = fast_sigmoid(go[u]);
-                let c = f * cj[u] + i * g;
-                cj[u] = c;
-                hj[u] = o * fast_tanh(c);
-            }
-            out[(j * t + at) * hidden..(j * t + at + 1) * hidden].copy_from_slice(hj);
-        }
+fn cell_body(g: &[f32], c: &mut [f32], h: &mut [f32]) {
+    let hidden = h.len();
+    let (gi, rest) = g.split_at(hidden);
+    let (gf, rest) = rest.split_at(hidden);
+    let (gg, go) = rest.split_at(hidden);
+    // Branch-free gate math over slices, so it vectorises.
+    for u in 0..hidden {
+        let i = fast_sigmoid(gi[u]);
+        let f = fast_sigmoid(gf[u]);
+        let g = fast_tanh(gg[u]);
+        let o = fast_sigmoid(go[u]);
+        let cu = f * c[u] + i * g;
+        c[u] = cu;
+        h[u] = o * fast_tanh(cu);
     }
 }
 
@@ -334,5 +343,80 @@ mod tests {
         assert!(fast_sigmoid(-200.0) < 1e-30);
         assert_eq!(fast_sigmoid(200.0), 1.0);
         assert!((fast_tanh(50.0) - 1.0).abs() < 1e-6 && (fast_tanh(-50.0) + 1.0).abs() < 1e-6);
+    }
+
+    /// The host recurrence (written at a stride and offset) against a plain recurrence in
+    /// f64, for group sizes that are not whole groups and widths that are not whole panels.
+    #[test]
+    fn host_recurrence_matches_reference() {
+        let mut seed = 0x2545_f491_u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % 2000) as f32 / 1000.0 - 1.0
+        };
+        for (hidden, b, t) in [(24, 3, 7), (128, 6, 5), (40, 1, 3)] {
+            let h4 = 4 * hidden;
+            let w: Vec<f32> = (0..hidden * h4).map(|_| rand() * 0.3).collect();
+            let xg: Vec<f32> = (0..b * t * h4).map(|_| rand()).collect();
+            let packed = PackedMatrix::new(&w, hidden, h4);
+            for reverse in [false, true] {
+                let (stride, offset) = (2 * hidden + 3, hidden + 1);
+                let mut got = vec![f32::NAN; b * t * stride];
+                recur_host(&xg, &packed, b, t, reverse, &mut got, stride, offset);
+                for seq in 0..b {
+                    let (mut h, mut c) = (vec![0.0f64; hidden], vec![0.0f64; hidden]);
+                    for step in 0..t {
+                        let at = if reverse { t - 1 - step } else { step };
+                        let g: Vec<f64> = (0..h4)
+                            .map(|col| {
+                                xg[(seq * t + at) * h4 + col] as f64
+                                    + (0..hidden)
+                                        .map(|k| h[k] * w[k * h4 + col] as f64)
+                                        .sum::<f64>()
+                            })
+                            .collect();
+                        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+                        for u in 0..hidden {
+                            c[u] = sig(g[hidden + u]) * c[u] + sig(g[u]) * g[2 * hidden + u].tanh();
+                            h[u] = sig(g[3 * hidden + u]) * c[u].tanh();
+                            let i = (seq * t + at) * stride + offset + u;
+                            assert!((got[i] as f64 - h[u]).abs() < 1e-5, "{hidden} {b} {t} {i}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A bidirectional layer on the host kernels equals the same layer as candle ops.
+    #[test]
+    fn host_layer_matches_candle_ops() -> candle_core::Result<()> {
+        use std::collections::HashMap;
+        let dev = Device::Cpu;
+        let (input, hidden, b, t) = (20, 32, 5, 9);
+        let mut tensors = HashMap::new();
+        let r = |shape: &[usize]| Tensor::rand(-0.4f32, 0.4, shape, &dev);
+        for suffix in ["l0", "l0_reverse"] {
+            tensors.insert(format!("weight_ih_{suffix}"), r(&[4 * hidden, input])?);
+            tensors.insert(format!("weight_hh_{suffix}"), r(&[4 * hidden, hidden])?);
+            tensors.insert(format!("bias_ih_{suffix}"), r(&[4 * hidden])?);
+            tensors.insert(format!("bias_hh_{suffix}"), r(&[4 * hidden])?);
+        }
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
+        let load = |s: &str| LstmLayer::load(&vb, "test", s, input, hidden).unwrap();
+        let (fwd, bwd) = (load("l0"), load("l0_reverse"));
+        let xs = Tensor::rand(-1f32, 1.0, (b, t, input), &dev)?;
+        let host = fwd.bidirectional(&bwd, &xs)?;
+        let ops = Tensor::cat(
+            &[fwd.forward_ops(&xs, false)?, bwd.forward_ops(&xs, true)?],
+            2,
+        )?;
+        let diff = (host - ops)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "{diff}");
+        let one = (fwd.forward(&xs)? - fwd.forward_ops(&xs, false)?)?;
+        assert!(one.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
+        Ok(())
     }
 }

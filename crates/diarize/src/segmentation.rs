@@ -265,7 +265,7 @@ impl Segmentation {
         }
         let mut xs = Tensor::cat(&feats, 0)?;
         for (fwd, bwd) in &self.lstm {
-            xs = Tensor::cat(&[fwd.forward(&xs, false)?, bwd.forward(&xs, true)?], 2)?;
+            xs = fwd.bidirectional(bwd, &xs)?;
         }
         for lin in &self.linear {
             xs = leaky_relu(&lin.forward(&xs)?)?;

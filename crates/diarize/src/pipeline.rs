@@ -67,7 +67,9 @@ pub struct DiarizeOptions {
     pub min_duration_off: f64,
     /// Turns shorter than this (seconds) are dropped.
     pub min_duration_on: f64,
-    /// Windows per segmentation forward.
+    /// Windows per segmentation forward; 0 picks by device: 16 on the CPU (enough to keep
+    /// every core busy), 128 on GPUs (the LSTMs run step by step there, so fewer, larger
+    /// batches mean fewer kernel launches per hour of audio).
     pub batch: usize,
     /// Most embeddings clustered directly; beyond it an evenly spaced subset is clustered
     /// and the rest assigned to the nearest centroid (bounds time and memory on long input).
@@ -91,7 +93,7 @@ impl Default for DiarizeOptions {
             min_clean: 0.5,
             min_duration_off: 0.0,
             min_duration_on: 0.0,
-            batch: 16,
+            batch: 0,
             max_cluster_points: 1500,
         }
     }
@@ -124,8 +126,8 @@ impl DiarizeOptions {
                 ));
             }
         }
-        if self.batch == 0 || self.max_cluster_points < 2 || self.max_auto_speakers == 0 {
-            return bad("batch, max_cluster_points and max_auto_speakers must be positive".into());
+        if self.max_cluster_points < 2 || self.max_auto_speakers == 0 {
+            return bad("max_cluster_points and max_auto_speakers must be positive".into());
         }
         if self.num_speakers == Some(0)
             || self.min_speakers == Some(0)
@@ -186,6 +188,10 @@ pub struct Diarizer {
     segmentation: Arc<Segmentation>,
     encoder: Arc<SpeakerEncoder>,
     options: DiarizeOptions,
+    /// Windows per segmentation forward ([`DiarizeOptions::batch`] resolved).
+    batch: usize,
+    /// Partial utterances per embedding forward.
+    embed_batch: usize,
 }
 
 impl Diarizer {
@@ -196,10 +202,19 @@ impl Diarizer {
         options: DiarizeOptions,
     ) -> Result<Diarizer, DiarizeError> {
         options.validate()?;
+        let cpu = segmentation.device().is_cpu();
+        let batch = match options.batch {
+            0 if cpu => 16,
+            0 => 128,
+            n => n,
+        };
+        let embed_batch = if encoder.device().is_cpu() { 64 } else { 512 };
         Ok(Diarizer {
             segmentation,
             encoder,
             options,
+            batch,
+            embed_batch,
         })
     }
 
@@ -321,7 +336,7 @@ impl Session<'_> {
             }
             self.last_end = next + WINDOW_SAMPLES;
             next += self.step;
-            if self.pending_starts.len() == self.diarizer.options.batch {
+            if self.pending_starts.len() == self.diarizer.batch {
                 self.run_batch()?;
             }
         }
@@ -451,7 +466,7 @@ impl Session<'_> {
         let mut order: Vec<usize> = (0..partials.len()).collect();
         order.sort_by(|&x, &y| partials[y].2.len().cmp(&partials[x].2.len()));
         let mut sums = vec![[None::<(Vec<f32>, usize)>, None, None]; b];
-        for group in order.chunks(64) {
+        for group in order.chunks(self.diarizer.embed_batch) {
             let t = partials[group[0]].2.len();
             let mut data = vec![0.0f32; group.len() * t * MEL_BANDS];
             let mut lengths = Vec::with_capacity(group.len());

@@ -132,6 +132,15 @@ fn chunking_does_not_change_the_result() -> TestResult {
     }
     assert_eq!(s.samples(), audio.len());
     assert_eq!(s.finish()?.turns, whole.turns);
+    // Nor does the batch size (GPUs take 128 windows per forward by default, the CPU 16).
+    for batch in [3, 128] {
+        let other = diarizer(DiarizeOptions {
+            batch,
+            ..Default::default()
+        })?
+        .diarize(&audio)?;
+        assert_eq!(other.turns, whole.turns, "batch {batch}");
+    }
     Ok(())
 }
 

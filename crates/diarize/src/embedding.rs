@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
+use rustfft::num_complex::Complex;
+use rustfft::{Fft, FftPlanner};
 
 use crate::DiarizeError;
 use crate::lstm::{LstmLayer, get};
@@ -35,12 +37,35 @@ const LAYERS: usize = 3;
 const BINS: usize = N_FFT / 2 + 1;
 
 /// The mel spectrogram front end.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MelFrontEnd {
     /// Windowed DFT basis `[N_FFT, 2 * BINS]`: cosine columns, then sine.
     dft: Tensor,
     /// Mel filters `[BINS, MEL_BANDS]`.
     mel: Tensor,
+    /// The FFT path, on the CPU only: a product with the DFT basis costs 20 times the
+    /// arithmetic of an FFT, which only pays on accelerators.
+    host: Option<HostMel>,
+}
+
+impl std::fmt::Debug for MelFrontEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MelFrontEnd")
+            .field("dft", &self.dft)
+            .field("mel", &self.mel)
+            .field("host", &self.host.is_some())
+            .finish()
+    }
+}
+
+/// [`MelFrontEnd`] on the CPU: a planned FFT, the window, and each mel filter as its
+/// non-zero span of bins.
+#[derive(Clone)]
+struct HostMel {
+    fft: Arc<dyn Fft<f32>>,
+    window: Vec<f32>,
+    /// Per band: the first bin and the weights from there.
+    filters: Vec<(usize, Vec<f32>)>,
 }
 
 impl MelFrontEnd {
@@ -59,10 +84,26 @@ impl MelFrontEnd {
             }
         }
         let dft = Tensor::from_vec(dft, (N_FFT, 2 * BINS), device)?;
-        let mel = Tensor::from_vec(mel_filters(), (MEL_BANDS, BINS), device)?
+        let filters = mel_filters();
+        let host = device.is_cpu().then(|| HostMel {
+            fft: FftPlanner::new().plan_fft_forward(N_FFT),
+            window: window.iter().map(|&w| w as f32).collect(),
+            filters: filters
+                .chunks(BINS)
+                .map(|band| {
+                    let first = band.iter().position(|&w| w != 0.0).unwrap_or(0);
+                    let last = band
+                        .iter()
+                        .rposition(|&w| w != 0.0)
+                        .map_or(first, |l| l + 1);
+                    (first, band[first..last].to_vec())
+                })
+                .collect(),
+        });
+        let mel = Tensor::from_vec(filters, (MEL_BANDS, BINS), device)?
             .t()?
             .contiguous()?;
-        Ok(MelFrontEnd { dft, mel })
+        Ok(MelFrontEnd { dft, mel, host })
     }
 
     /// Frames for `samples` samples: `1 + samples / HOP` (centred framing).
@@ -78,6 +119,15 @@ impl MelFrontEnd {
             expected: "[batch, samples]".into(),
         })?;
         let frames = Self::frames_for(n);
+        if let Some(host) = &self.host {
+            let samples = audio.flatten_all()?.to_vec1::<f32>()?;
+            let out = host.forward(&samples, b, n);
+            return Ok(Tensor::from_vec(
+                out,
+                (b, frames, MEL_BANDS),
+                audio.device(),
+            )?);
+        }
         // Frame m is padded samples [160 m, 160 m + 400): pairs of hops m and m + 1 of 160
         // samples and the first half of hop m + 2. Pad to whole hops past the last frame.
         let hops = frames + 2;
@@ -96,6 +146,69 @@ impl MelFrontEnd {
         let spec = rows.matmul(&self.dft)?;
         let power = (spec.narrow(1, 0, BINS)?.sqr()? + spec.narrow(1, BINS, BINS)?.sqr()?)?;
         Ok(power.matmul(&self.mel)?.reshape((b, frames, MEL_BANDS))?)
+    }
+}
+
+impl HostMel {
+    /// `[B * frames * MEL_BANDS]` for `b` rows of `n` samples, rows spread over threads.
+    fn forward(&self, audio: &[f32], b: usize, n: usize) -> Vec<f32> {
+        let frames = MelFrontEnd::frames_for(n);
+        let mut out = vec![0.0f32; b * frames * MEL_BANDS];
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |t| t.get())
+            .min(b)
+            .max(1);
+        let rows_per_thread = b.div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            for (i, chunk) in out
+                .chunks_mut(rows_per_thread * frames * MEL_BANDS)
+                .enumerate()
+            {
+                scope.spawn(move || {
+                    let mut buf = vec![Complex::default(); frames * N_FFT];
+                    let mut scratch = vec![Complex::default(); self.fft.get_inplace_scratch_len()];
+                    for (r, row_out) in chunk.chunks_mut(frames * MEL_BANDS).enumerate() {
+                        let row = &audio[(i * rows_per_thread + r) * n..][..n];
+                        self.row(row, &mut buf, &mut scratch, row_out);
+                    }
+                });
+            }
+        });
+        out
+    }
+
+    /// One row: centred frames (zeros past both ends), windowed, one batched FFT, power,
+    /// then the mel filters over their spans.
+    fn row(
+        &self,
+        x: &[f32],
+        buf: &mut [Complex<f32>],
+        scratch: &mut [Complex<f32>],
+        out: &mut [f32],
+    ) {
+        let half = N_FFT / 2;
+        for (m, frame) in buf.chunks_exact_mut(N_FFT).enumerate() {
+            let start = (m * HOP) as isize - half as isize;
+            for (k, (v, &w)) in frame.iter_mut().zip(&self.window).enumerate() {
+                let i = start + k as isize;
+                let s = if i >= 0 && (i as usize) < x.len() {
+                    x[i as usize]
+                } else {
+                    0.0
+                };
+                *v = Complex::new(s * w, 0.0);
+            }
+        }
+        self.fft.process_with_scratch(buf, scratch);
+        let mut power = [0.0f32; BINS];
+        for (frame, mel) in buf.chunks_exact(N_FFT).zip(out.chunks_exact_mut(MEL_BANDS)) {
+            for (p, v) in power.iter_mut().zip(frame) {
+                *p = v.norm_sqr();
+            }
+            for (m, (first, w)) in mel.iter_mut().zip(&self.filters) {
+                *m = w.iter().zip(&power[*first..]).map(|(w, p)| w * p).sum();
+            }
+        }
     }
 }
 
@@ -212,6 +325,19 @@ impl SpeakerEncoder {
         &self.mel
     }
 
+    /// The same network without its CPU kernels: candle ops only, as accelerators run it
+    /// (for checking the kernels against it; slower on the CPU).
+    pub fn generic(&self) -> SpeakerEncoder {
+        SpeakerEncoder {
+            lstm: self.lstm.iter().map(LstmLayer::generic).collect(),
+            mel: MelFrontEnd {
+                host: None,
+                ..self.mel.clone()
+            },
+            ..self.clone()
+        }
+    }
+
     /// Unit-length embeddings `[B, EMBEDDING_DIM]` of mel sequences `[B, T, MEL_BANDS]`;
     /// sequence b is its first `lengths[b]` frames (1 to T): the padding after it never
     /// reaches its final state, since the network only looks back.
@@ -246,5 +372,28 @@ impl SpeakerEncoder {
         // A vector the ReLU zeroed entirely stays zero rather than becoming NaN.
         let norm = raw.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
         Ok(raw.broadcast_div(&norm)?.to_dtype(DType::F32)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPU's FFT path and the accelerators' DFT-product path agree (both are checked
+    /// against librosa through the CPU in tests/parity.rs; this covers the other one).
+    #[test]
+    fn fft_and_dft_paths_agree() -> Result<(), DiarizeError> {
+        let dev = Device::Cpu;
+        let x = (Tensor::rand(-1f32, 1.0, (3, 5_000), &dev)? * 0.3)?;
+        let mut front = MelFrontEnd::new(&dev)?;
+        let fft = front.forward(&x)?;
+        front.host = None;
+        let dft = front.forward(&x)?;
+        assert_eq!(fft.dims(), &[3, MelFrontEnd::frames_for(5_000), MEL_BANDS]);
+        let rel = ((&fft - &dft)?.abs()? / (dft.abs()? + 1e-6)?)?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(rel < 1e-4, "{rel}");
+        Ok(())
     }
 }

@@ -81,6 +81,14 @@ impl LstmLayer {
         })
     }
 
+    /// The same layer without its CPU kernels: candle ops on any device.
+    pub(crate) fn generic(&self) -> LstmLayer {
+        LstmLayer {
+            host: None,
+            ..self.clone()
+        }
+    }
+
     /// `xs` `[B, T, input]` to the hidden states `[B, T, hidden]`, from a zero state.
     pub(crate) fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, _) = xs.dims3()?;

@@ -11,8 +11,9 @@
 //!    activity probability per local speaker and output frame (293 frames per 5 s, one per
 //!    270 samples).
 //!
-//! The convolutions run channels first through candle's conv1d (im2col and one matrix
-//! product per layer for the whole batch); the LSTM and linear layers run channels last.
+//! On accelerators the convolutions run channels first through candle's conv1d (im2col and
+//! one matrix product per layer); on the CPU the front end runs channels last on packed
+//! weights with no im2col ([`HostFrontEnd`]). The LSTM and linear layers run channels last.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use candle_nn::VarBuilder;
 
 use crate::DiarizeError;
 use crate::lstm::{LstmLayer, get};
+use crate::packed::{MAX_ROWS, PackedMatrix};
 
 /// Samples per second the network runs at.
 pub const SAMPLE_RATE: usize = 16_000;
@@ -172,6 +174,8 @@ pub struct Segmentation {
     lstm: Vec<(LstmLayer, LstmLayer)>,
     linear: [Linear; 2],
     classifier: Linear,
+    /// The same front end for the CPU kernels, on the CPU device only.
+    host_front: Option<HostFrontEnd>,
     device: Device,
 }
 
@@ -210,6 +214,13 @@ impl Segmentation {
             Linear::load(&vb, "linear.1", HIDDEN, HIDDEN)?,
         ];
         let classifier = Linear::load(&vb, "classifier", HIDDEN, LOCAL_SPEAKERS)?;
+        let host_front = if device.is_cpu() {
+            Some(HostFrontEnd::new(
+                wav_weight, wav_bias, &sinc, &norms, &convs,
+            )?)
+        } else {
+            None
+        };
         Ok(Segmentation {
             wav_weight,
             wav_bias,
@@ -219,6 +230,7 @@ impl Segmentation {
             lstm,
             linear,
             classifier,
+            host_front,
             device,
         })
     }
@@ -245,6 +257,20 @@ impl Segmentation {
         &self.device
     }
 
+    /// The same network without its CPU kernels: candle ops only, as accelerators run it
+    /// (for checking the kernels against it; slower on the CPU).
+    pub fn generic(&self) -> Segmentation {
+        Segmentation {
+            host_front: None,
+            lstm: self
+                .lstm
+                .iter()
+                .map(|(f, b)| (f.generic(), b.generic()))
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     /// Activity probabilities `[B, frames_for(n), 3]` for windows `[B, n]` (any `n` of at
     /// least [`RECEPTIVE_FIELD`] samples; the checkpoint was trained on
     /// [`WINDOW_SAMPLES`]).
@@ -258,12 +284,21 @@ impl Segmentation {
         if n < RECEPTIVE_FIELD || b == 0 {
             return Err(shape_err());
         }
-        let mut feats = Vec::with_capacity(b.div_ceil(FRONT_BATCH));
-        for first in (0..b).step_by(FRONT_BATCH) {
-            let take = FRONT_BATCH.min(b - first);
-            feats.push(self.sincnet(&windows.narrow(0, first, take)?)?);
-        }
-        let mut xs = Tensor::cat(&feats, 0)?;
+        let mut xs = match &self.host_front {
+            Some(front) => {
+                let samples = windows.flatten_all()?.to_vec1::<f32>()?;
+                let (frames, feats) = front.forward(&samples, b, n);
+                Tensor::from_vec(feats, (b, frames, 60), windows.device())?
+            }
+            None => {
+                let mut feats = Vec::with_capacity(b.div_ceil(FRONT_BATCH));
+                for first in (0..b).step_by(FRONT_BATCH) {
+                    let take = FRONT_BATCH.min(b - first);
+                    feats.push(self.sincnet(&windows.narrow(0, first, take)?)?);
+                }
+                Tensor::cat(&feats, 0)?
+            }
+        };
         for (fwd, bwd) in &self.lstm {
             xs = fwd.bidirectional(bwd, &xs)?;
         }
@@ -288,6 +323,181 @@ impl Segmentation {
         }
         xs.transpose(1, 2)?.contiguous()
     }
+}
+
+/// SincNet on the CPU, channels last, every convolution one packed product per block of
+/// output rows read straight from the input (a row of the sinc stage is 251 samples at a
+/// stride of 10; of a 5-tap stage, 5 consecutive frames of all channels): no im2col
+/// buffer, no transposes, and the output is already the LSTM's `[frames, 60]`.
+#[derive(Debug, Clone)]
+struct HostFrontEnd {
+    wav_weight: f32,
+    wav_bias: f32,
+    /// `[SINC_TAPS, SINC_FILTERS]`.
+    sinc: PackedMatrix,
+    /// `[5 * c_in, 60]`, row `d * c_in + c` for tap `d` of input channel `c`, and biases.
+    convs: [(PackedMatrix, Vec<f32>); 2],
+    /// Per-channel `(weight, bias)` of the three instance norms.
+    norms: [(Vec<f32>, Vec<f32>); 3],
+}
+
+impl HostFrontEnd {
+    fn new(
+        wav_weight: f64,
+        wav_bias: f64,
+        sinc: &Tensor,
+        norms: &[InstanceNorm; 3],
+        convs: &[Conv5; 2],
+    ) -> candle_core::Result<HostFrontEnd> {
+        let sinc = sinc.reshape((SINC_FILTERS, SINC_TAPS))?.t()?.contiguous()?;
+        let sinc = PackedMatrix::new(&sinc.flatten_all()?.to_vec1()?, SINC_TAPS, SINC_FILTERS);
+        let conv = |c: &Conv5| -> candle_core::Result<(PackedMatrix, Vec<f32>)> {
+            let (c_out, c_in, taps) = c.weight.dims3()?;
+            // [c_out, c_in, taps] -> [taps, c_in, c_out] -> [taps * c_in, c_out].
+            let w = c
+                .weight
+                .permute((2, 1, 0))?
+                .contiguous()?
+                .flatten_all()?
+                .to_vec1()?;
+            Ok((
+                PackedMatrix::new(&w, taps * c_in, c_out),
+                c.bias.flatten_all()?.to_vec1()?,
+            ))
+        };
+        let norm = |n: &InstanceNorm| -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
+            Ok((
+                n.weight.flatten_all()?.to_vec1()?,
+                n.bias.flatten_all()?.to_vec1()?,
+            ))
+        };
+        Ok(HostFrontEnd {
+            wav_weight: wav_weight as f32,
+            wav_bias: wav_bias as f32,
+            sinc,
+            convs: [conv(&convs[0])?, conv(&convs[1])?],
+            norms: [norm(&norms[0])?, norm(&norms[1])?, norm(&norms[2])?],
+        })
+    }
+
+    /// `b` windows of `n` samples to `(frames, [b, frames, 60])`, windows spread over
+    /// threads.
+    fn forward(&self, windows: &[f32], b: usize, n: usize) -> (usize, Vec<f32>) {
+        let frames = frames_for(n);
+        let per = frames * self.convs[1].0.cols();
+        let mut out = vec![0.0f32; b * per];
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |t| t.get())
+            .min(b)
+            .max(1);
+        let rows_per_thread = b.div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            for (i, chunk) in out.chunks_mut(rows_per_thread * per).enumerate() {
+                scope.spawn(move || {
+                    for (r, dst) in chunk.chunks_mut(per).enumerate() {
+                        let w = i * rows_per_thread + r;
+                        let feats = self.window(&windows[w * n..(w + 1) * n]);
+                        dst.copy_from_slice(&feats);
+                    }
+                });
+            }
+        });
+        (frames, out)
+    }
+
+    /// One window (at least [`RECEPTIVE_FIELD`] samples) to `[frames_for(n), 60]`.
+    fn window(&self, x: &[f32]) -> Vec<f32> {
+        let len = x.len() as f64;
+        let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / len;
+        let var = x
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / len;
+        let scale = (1.0 / (var + EPS).sqrt()) as f32;
+        let mean = mean as f32;
+        let xn: Vec<f32> = x
+            .iter()
+            .map(|&v| (v - mean) * scale * self.wav_weight + self.wav_bias)
+            .collect();
+        let rows = (x.len() - SINC_TAPS) / SINC_STRIDE + 1;
+        let mut y = convolve(&self.sinc, &xn, SINC_STRIDE, rows, &[0.0; SINC_FILTERS], 0);
+        y.iter_mut().for_each(|v| *v = v.abs());
+        let mut y = pool_norm_relu(&y, SINC_FILTERS, &self.norms[0]);
+        for ((conv, bias), norm) in self.convs.iter().zip(&self.norms[1..]) {
+            let c_in = conv.rows() / 5;
+            let rows = (y.len() / c_in).saturating_sub(4);
+            y = convolve(conv, &y, c_in, rows, bias, 0);
+            y = pool_norm_relu(&y, conv.cols(), norm);
+        }
+        y
+    }
+}
+
+/// `rows` output rows of `w`'s width, row `i` the product of `x[i * stride..]` (its first
+/// `w.rows()` values) with `w`, plus `bias` (`bias_stride` 0: one row for all).
+fn convolve(
+    w: &PackedMatrix,
+    x: &[f32],
+    stride: usize,
+    rows: usize,
+    bias: &[f32],
+    bias_stride: usize,
+) -> Vec<f32> {
+    let c = w.cols();
+    let mut out = vec![0.0f32; rows * c];
+    for r in (0..rows).step_by(MAX_ROWS) {
+        let n = MAX_ROWS.min(rows - r);
+        w.product(
+            n,
+            &x[r * stride..],
+            stride,
+            bias,
+            bias_stride,
+            &mut out[r * c..],
+            c,
+        );
+    }
+    out
+}
+
+/// Max-pool 3 over time (the tail that does not fill a pool is dropped), instance norm over
+/// time per channel (biased variance, eps 1e-5) with its affine, leaky ReLU; channels last.
+fn pool_norm_relu(x: &[f32], c: usize, (weight, bias): &(Vec<f32>, Vec<f32>)) -> Vec<f32> {
+    let l = x.len() / c / 3;
+    let mut y = vec![0.0f32; l * c];
+    for (t, row) in y.chunks_exact_mut(c).enumerate() {
+        let a = &x[3 * t * c..];
+        for (ch, v) in row.iter_mut().enumerate() {
+            *v = a[ch].max(a[c + ch]).max(a[2 * c + ch]);
+        }
+    }
+    let mut mean = vec![0.0f64; c];
+    for row in y.chunks_exact(c) {
+        mean.iter_mut()
+            .zip(row)
+            .for_each(|(m, &v)| *m += f64::from(v));
+    }
+    mean.iter_mut().for_each(|m| *m /= l as f64);
+    let mut var = vec![0.0f64; c];
+    for row in y.chunks_exact(c) {
+        for ((s, &v), &m) in var.iter_mut().zip(row).zip(&mean) {
+            *s += (f64::from(v) - m).powi(2);
+        }
+    }
+    let (scale, shift): (Vec<f32>, Vec<f32>) = (0..c)
+        .map(|ch| {
+            let s = weight[ch] as f64 / (var[ch] / l as f64 + EPS).sqrt();
+            (s as f32, (bias[ch] as f64 - mean[ch] * s) as f32)
+        })
+        .unzip();
+    for row in y.chunks_exact_mut(c) {
+        for ((v, &s), &b) in row.iter_mut().zip(&scale).zip(&shift) {
+            let z = *v * s + b;
+            *v = z.max(z * LEAKY as f32);
+        }
+    }
+    y
 }
 
 /// The 80 sinc filters from their learned cut-offs, as asteroid's `ParamSincFB.filters()`

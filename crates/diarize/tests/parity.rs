@@ -9,10 +9,26 @@ use mica_diarize::segmentation::{WINDOW_SAMPLES, frames_for};
 
 const TOLERANCE: f32 = 1e-4;
 
+/// Both paths of each network: the CPU kernels (when the tests run on the CPU) and the
+/// candle ops that accelerators run.
+fn paths<T>(model: &T, generic: impl Fn(&T) -> T) -> [(&'static str, T); 2]
+where
+    T: Clone,
+{
+    [("kernels", model.clone()), ("candle ops", generic(model))]
+}
+
 #[test]
 fn segmentation_matches_pytorch() -> TestResult {
+    for (path, model) in paths(&*segmentation()?, |m| m.generic()) {
+        eprintln!("segmentation, {path}:");
+        segmentation_case(&model)?;
+    }
+    Ok(())
+}
+
+fn segmentation_case(model: &mica_diarize::Segmentation) -> TestResult {
     let g = golden("segmentation.json")?;
-    let model = segmentation()?;
     let windows = g["windows"].as_array().ok_or("no windows")?;
     let mut rows = Vec::new();
     let mut want = Vec::new();
@@ -51,8 +67,15 @@ fn segmentation_matches_pytorch() -> TestResult {
 
 #[test]
 fn mel_front_end_matches_librosa() -> TestResult {
+    for (path, enc) in paths(&*encoder()?, |m| m.generic()) {
+        eprintln!("mel front end, {path}:");
+        mel_case(&enc)?;
+    }
+    Ok(())
+}
+
+fn mel_case(enc: &mica_diarize::SpeakerEncoder) -> TestResult {
     let g = golden("embedding.json")?;
-    let enc = encoder()?;
     let m = &g["mel"];
     let audio = audio16(m["file"].as_str().ok_or("file")?)?;
     let start = m["start"].as_u64().ok_or("start")? as usize;
@@ -78,8 +101,15 @@ fn mel_front_end_matches_librosa() -> TestResult {
 
 #[test]
 fn embeddings_match_pytorch() -> TestResult {
+    for (path, enc) in paths(&*encoder()?, |m| m.generic()) {
+        eprintln!("embeddings, {path}:");
+        embedding_case(&enc)?;
+    }
+    Ok(())
+}
+
+fn embedding_case(enc: &mica_diarize::SpeakerEncoder) -> TestResult {
     let g = golden("embedding.json")?;
-    let enc = encoder()?;
     let dev = device()?;
     let seqs = g["sequences"].as_array().ok_or("sequences")?;
     let mut mels = Vec::new();

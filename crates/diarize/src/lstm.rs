@@ -131,9 +131,7 @@ impl LstmLayer {
     fn bidirectional_ops(&self, backward: &LstmLayer, xs: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, input) = xs.dims3()?;
         let (hidden, h4) = (self.hidden, 4 * self.hidden);
-        let rev = Tensor::arange(0u32, t as u32, xs.device())?
-            .flip(&[0])?
-            .contiguous()?;
+        let rev = Tensor::from_vec((0..t as u32).rev().collect::<Vec<u32>>(), t, xs.device())?;
         let project = |layer: &LstmLayer| -> candle_core::Result<Tensor> {
             xs.reshape((b * t, input))?
                 .matmul(&layer.w_ih)?

@@ -17,6 +17,7 @@ use rustfft::{Fft, FftPlanner};
 
 use crate::DiarizeError;
 use crate::lstm::{LstmLayer, get};
+use crate::packed::par_granules;
 use crate::segmentation::{open_weights, with_path};
 
 /// Mel bands.
@@ -154,24 +155,13 @@ impl HostMel {
     fn forward(&self, audio: &[f32], b: usize, n: usize) -> Vec<f32> {
         let frames = MelFrontEnd::frames_for(n);
         let mut out = vec![0.0f32; b * frames * MEL_BANDS];
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |t| t.get())
-            .min(b)
-            .max(1);
-        let rows_per_thread = b.div_ceil(threads).max(1);
-        std::thread::scope(|scope| {
-            for (i, chunk) in out
-                .chunks_mut(rows_per_thread * frames * MEL_BANDS)
-                .enumerate()
-            {
-                scope.spawn(move || {
-                    let mut buf = vec![Complex::default(); frames * N_FFT];
-                    let mut scratch = vec![Complex::default(); self.fft.get_inplace_scratch_len()];
-                    for (r, row_out) in chunk.chunks_mut(frames * MEL_BANDS).enumerate() {
-                        let row = &audio[(i * rows_per_thread + r) * n..][..n];
-                        self.row(row, &mut buf, &mut scratch, row_out);
-                    }
-                });
+        par_granules(&mut out, frames * MEL_BANDS, |offset, run| {
+            let mut buf = vec![Complex::default(); frames * N_FFT];
+            let mut scratch = vec![Complex::default(); self.fft.get_inplace_scratch_len()];
+            let first = offset / (frames * MEL_BANDS);
+            for (r, row_out) in run.chunks_mut(frames * MEL_BANDS).enumerate() {
+                let row = &audio[(first + r) * n..][..n];
+                self.row(row, &mut buf, &mut scratch, row_out);
             }
         });
         out

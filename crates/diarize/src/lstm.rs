@@ -9,7 +9,7 @@ use candle_core::{D, DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::DiarizeError;
-use crate::packed::PackedMatrix;
+use crate::packed::{PackedMatrix, par_granules};
 
 /// Sequences whose recurrences are updated together on the CPU: each panel of the
 /// recurrent weights is loaded once for all of them.
@@ -228,38 +228,26 @@ fn recur_host(
 ) {
     let hidden = w.rows();
     let h4 = w.cols();
-    let mut groups: Vec<(usize, &mut [f32])> = out
-        .chunks_mut(GROUP * t * stride)
-        .enumerate()
-        .map(|(g, chunk)| (g * GROUP, chunk))
-        .collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(groups.len().max(1));
-    let per_thread = groups.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|scope| {
-        while !groups.is_empty() {
-            let take = per_thread.min(groups.len());
-            let mine: Vec<(usize, &mut [f32])> = groups.drain(..take).collect();
-            scope.spawn(move || {
-                let (mut h, mut c) = (vec![0.0; GROUP * hidden], vec![0.0; GROUP * hidden]);
-                let mut g = vec![0.0; GROUP * h4];
-                for (first, chunk) in mine {
-                    let n = (first + GROUP).min(b) - first;
-                    let xg = &xg[first * t * h4..(first + n) * t * h4];
-                    h.fill(0.0);
-                    c.fill(0.0);
-                    for step in 0..t {
-                        let at = if reverse { t - 1 - step } else { step };
-                        w.product(n, &h, hidden, &xg[at * h4..], t * h4, &mut g, h4);
-                        for j in 0..n {
-                            let hj = &mut h[j * hidden..(j + 1) * hidden];
-                            cell_host(&g[j * h4..(j + 1) * h4], &mut c[j * hidden..], hj);
-                            chunk[(j * t + at) * stride + offset..][..hidden].copy_from_slice(hj);
-                        }
-                    }
+    let per_seq = t * stride;
+    par_granules(out, GROUP * per_seq, |at_float, run| {
+        let (mut h, mut c) = (vec![0.0; GROUP * hidden], vec![0.0; GROUP * hidden]);
+        let mut g = vec![0.0; GROUP * h4];
+        let first_seq = at_float / per_seq;
+        for (i, chunk) in run.chunks_mut(GROUP * per_seq).enumerate() {
+            let first = first_seq + i * GROUP;
+            let n = (first + GROUP).min(b) - first;
+            let xg = &xg[first * t * h4..(first + n) * t * h4];
+            h.fill(0.0);
+            c.fill(0.0);
+            for step in 0..t {
+                let at = if reverse { t - 1 - step } else { step };
+                w.product(n, &h, hidden, &xg[at * h4..], t * h4, &mut g, h4);
+                for j in 0..n {
+                    let hj = &mut h[j * hidden..(j + 1) * hidden];
+                    cell_host(&g[j * h4..(j + 1) * h4], &mut c[j * hidden..], hj);
+                    chunk[(j * t + at) * stride + offset..][..hidden].copy_from_slice(hj);
                 }
-            });
+            }
         }
     });
 }

@@ -11,6 +11,27 @@ const PANEL: usize = 64;
 /// Most rows one kernel call takes: `4 * MAX_ROWS` accumulators stay in registers.
 pub(crate) const MAX_ROWS: usize = 6;
 
+/// Runs `f(offset, run)` on one thread per core over runs of `out` made of whole granules
+/// of `granule` floats (the last may be short), `offset` being where the run starts.
+pub(crate) fn par_granules(out: &mut [f32], granule: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let granules = out.len().div_ceil(granule.max(1));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(granules)
+        .max(1);
+    if threads == 1 {
+        f(0, out);
+        return;
+    }
+    let run = granules.div_ceil(threads) * granule;
+    std::thread::scope(|scope| {
+        for (i, chunk) in out.chunks_mut(run).enumerate() {
+            let f = &f;
+            scope.spawn(move || f(i * run, chunk));
+        }
+    });
+}
+
 /// A `[rows, cols]` matrix in panels of [`PANEL`] columns, each panel row after row, so a
 /// product streams one panel while its partial sums stay in registers. Columns past
 /// `cols` are zero.
@@ -106,30 +127,17 @@ impl PackedMatrix {
         let (k, c) = (self.rows, self.cols);
         assert!(x.len() == m * k && bias.len() == c, "matmul_bias sizes");
         let mut out = vec![0.0f32; m * c];
-        let blocks = m.div_ceil(MAX_ROWS);
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |t| t.get())
-            .min(blocks.div_ceil(8))
-            .max(1);
-        let rows_per_thread = blocks.div_ceil(threads) * MAX_ROWS;
-        let run = |first: usize, out: &mut [f32]| {
-            let rows = out.len() / c.max(1);
+        if c == 0 {
+            return out;
+        }
+        // Granules of 8 blocks of rows: a thread per core only when there is work for it.
+        par_granules(&mut out, 8 * MAX_ROWS * c, |offset, run| {
+            let (first, rows) = (offset / c, run.len() / c);
             for r in (0..rows).step_by(MAX_ROWS) {
                 let n = MAX_ROWS.min(rows - r);
-                let xs = &x[(first + r) * k..];
-                self.product(n, xs, k, bias, 0, &mut out[r * c..], c);
+                self.product(n, &x[(first + r) * k..], k, bias, 0, &mut run[r * c..], c);
             }
-        };
-        if threads == 1 || c == 0 {
-            run(0, &mut out);
-        } else {
-            std::thread::scope(|scope| {
-                for (i, chunk) in out.chunks_mut(rows_per_thread * c).enumerate() {
-                    let run = &run;
-                    scope.spawn(move || run(i * rows_per_thread, chunk));
-                }
-            });
-        }
+        });
         out
     }
 

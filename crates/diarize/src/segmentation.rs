@@ -23,7 +23,7 @@ use candle_nn::VarBuilder;
 
 use crate::DiarizeError;
 use crate::lstm::{LstmLayer, get};
-use crate::packed::{MAX_ROWS, PackedMatrix};
+use crate::packed::{MAX_ROWS, PackedMatrix, par_granules};
 
 /// Samples per second the network runs at.
 pub const SAMPLE_RATE: usize = 16_000;
@@ -386,20 +386,10 @@ impl HostFrontEnd {
         let frames = frames_for(n);
         let per = frames * self.convs[1].0.cols();
         let mut out = vec![0.0f32; b * per];
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |t| t.get())
-            .min(b)
-            .max(1);
-        let rows_per_thread = b.div_ceil(threads).max(1);
-        std::thread::scope(|scope| {
-            for (i, chunk) in out.chunks_mut(rows_per_thread * per).enumerate() {
-                scope.spawn(move || {
-                    for (r, dst) in chunk.chunks_mut(per).enumerate() {
-                        let w = i * rows_per_thread + r;
-                        let feats = self.window(&windows[w * n..(w + 1) * n]);
-                        dst.copy_from_slice(&feats);
-                    }
-                });
+        par_granules(&mut out, per, |offset, run| {
+            for (r, dst) in run.chunks_mut(per).enumerate() {
+                let w = offset / per + r;
+                dst.copy_from_slice(&self.window(&windows[w * n..(w + 1) * n]));
             }
         });
         (frames, out)

@@ -333,8 +333,12 @@ impl Segmentation {
 struct HostFrontEnd {
     wav_weight: f32,
     wav_bias: f32,
-    /// `[SINC_TAPS, SINC_FILTERS]`.
-    sinc: PackedMatrix,
+    /// The 40 cosine filters folded on their symmetry: `[SINC_TAPS / 2 + 1, 40]`, applied to
+    /// `x[k] + x[250 - k]` (and the middle tap alone).
+    sinc_even: PackedMatrix,
+    /// The 40 sine filters folded on their antisymmetry: `[SINC_TAPS / 2, 40]`, applied to
+    /// `x[k] - x[250 - k]`. Folding halves the sinc stage's arithmetic.
+    sinc_odd: PackedMatrix,
     /// `[5 * c_in, 60]`, row `d * c_in + c` for tap `d` of input channel `c`, and biases.
     convs: [(PackedMatrix, Vec<f32>); 2],
     /// Per-channel `(weight, bias)` of the three instance norms.
@@ -349,8 +353,27 @@ impl HostFrontEnd {
         norms: &[InstanceNorm; 3],
         convs: &[Conv5; 2],
     ) -> candle_core::Result<HostFrontEnd> {
-        let sinc = sinc.reshape((SINC_FILTERS, SINC_TAPS))?.t()?.contiguous()?;
-        let sinc = PackedMatrix::new(&sinc.flatten_all()?.to_vec1()?, SINC_TAPS, SINC_FILTERS);
+        let w = sinc.flatten_all()?.to_vec1::<f32>()?;
+        let (half, pairs) = (SINC_FILTERS / 2, SINC_TAPS / 2);
+        let tap = |f: usize, k: usize| w[f * SINC_TAPS + k];
+        for f in 0..half {
+            for k in 0..pairs {
+                let mirror = SINC_TAPS - 1 - k;
+                debug_assert!(
+                    tap(f, k) == tap(f, mirror) && tap(half + f, k) == -tap(half + f, mirror)
+                );
+            }
+        }
+        let even: Vec<f32> = (0..=pairs)
+            .flat_map(|k| (0..half).map(move |f| (f, k)))
+            .map(|(f, k)| tap(f, k))
+            .collect();
+        let odd: Vec<f32> = (0..pairs)
+            .flat_map(|k| (0..half).map(move |f| (f, k)))
+            .map(|(f, k)| tap(half + f, k))
+            .collect();
+        let sinc_even = PackedMatrix::new(&even, pairs + 1, half);
+        let sinc_odd = PackedMatrix::new(&odd, pairs, half);
         let conv = |c: &Conv5| -> candle_core::Result<(PackedMatrix, Vec<f32>)> {
             let (c_out, c_in, taps) = c.weight.dims3()?;
             // [c_out, c_in, taps] -> [taps, c_in, c_out] -> [taps * c_in, c_out].
@@ -374,7 +397,8 @@ impl HostFrontEnd {
         Ok(HostFrontEnd {
             wav_weight: wav_weight as f32,
             wav_bias: wav_bias as f32,
-            sinc,
+            sinc_even,
+            sinc_odd,
             convs: [conv(&convs[0])?, conv(&convs[1])?],
             norms: [norm(&norms[0])?, norm(&norms[1])?, norm(&norms[2])?],
         })
@@ -411,7 +435,7 @@ impl HostFrontEnd {
             .map(|&v| (v - mean) * scale * self.wav_weight + self.wav_bias)
             .collect();
         let rows = (x.len() - SINC_TAPS) / SINC_STRIDE + 1;
-        let mut y = convolve(&self.sinc, &xn, SINC_STRIDE, rows, &[0.0; SINC_FILTERS], 0);
+        let mut y = self.sinc(&xn, rows);
         y.iter_mut().for_each(|v| *v = v.abs());
         let mut y = pool_norm_relu(&y, SINC_FILTERS, &self.norms[0]);
         for ((conv, bias), norm) in self.convs.iter().zip(&self.norms[1..]) {
@@ -421,6 +445,38 @@ impl HostFrontEnd {
             y = pool_norm_relu(&y, conv.cols(), norm);
         }
         y
+    }
+}
+
+impl HostFrontEnd {
+    /// The sinc stage: `rows` output rows of 80 filters (cosine, then sine), row `i` from
+    /// samples `10 i .. 10 i + 251`, folded on the filters' symmetry.
+    fn sinc(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        const PAIRS: usize = SINC_TAPS / 2;
+        const HALF: usize = SINC_FILTERS / 2;
+        let mut out = vec![0.0f32; rows * SINC_FILTERS];
+        let mut sums = [0.0f32; MAX_ROWS * (PAIRS + 1)];
+        let mut diffs = [0.0f32; MAX_ROWS * PAIRS];
+        let zeros = [0.0f32; HALF];
+        for r in (0..rows).step_by(MAX_ROWS) {
+            let n = MAX_ROWS.min(rows - r);
+            for j in 0..n {
+                let s = &x[(r + j) * SINC_STRIDE..][..SINC_TAPS];
+                let (sum, diff) = (&mut sums[j * (PAIRS + 1)..], &mut diffs[j * PAIRS..]);
+                for k in 0..PAIRS {
+                    let (a, b) = (s[k], s[SINC_TAPS - 1 - k]);
+                    sum[k] = a + b;
+                    diff[k] = a - b;
+                }
+                sum[PAIRS] = s[PAIRS];
+            }
+            let o = &mut out[r * SINC_FILTERS..];
+            self.sinc_even
+                .product(n, &sums, PAIRS + 1, &zeros, 0, o, SINC_FILTERS);
+            self.sinc_odd
+                .product(n, &diffs, PAIRS, &zeros, 0, &mut o[HALF..], SINC_FILTERS);
+        }
+        out
     }
 }
 

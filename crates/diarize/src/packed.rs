@@ -5,31 +5,28 @@
 //! the recurrence needs a product of a few rows per time step, where a general GEMM's
 //! setup costs more than the arithmetic. One register-blocked kernel serves both.
 
+use rayon::prelude::*;
+
 /// Columns per packed panel: four AVX-512 registers.
 const PANEL: usize = 64;
 
 /// Most rows one kernel call takes: `4 * MAX_ROWS` accumulators stay in registers.
 pub(crate) const MAX_ROWS: usize = 6;
 
-/// Runs `f(offset, run)` on one thread per core over runs of `out` made of whole granules
-/// of `granule` floats (the last may be short), `offset` being where the run starts.
+/// Runs `f(offset, run)` on rayon's pool (the process's CPU thread count, which
+/// `--threads` sets) over runs of `out` made of whole granules of `granule` floats (the
+/// last may be short), one run per thread, `offset` being where the run starts.
 pub(crate) fn par_granules(out: &mut [f32], granule: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     let granules = out.len().div_ceil(granule.max(1));
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .min(granules)
-        .max(1);
+    let threads = rayon::current_num_threads().min(granules).max(1);
     if threads == 1 {
         f(0, out);
         return;
     }
     let run = granules.div_ceil(threads) * granule;
-    std::thread::scope(|scope| {
-        for (i, chunk) in out.chunks_mut(run).enumerate() {
-            let f = &f;
-            scope.spawn(move || f(i * run, chunk));
-        }
-    });
+    out.par_chunks_mut(run)
+        .enumerate()
+        .for_each(|(i, chunk)| f(i * run, chunk));
 }
 
 /// A `[rows, cols]` matrix in panels of [`PANEL`] columns, each panel row after row, so a

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftPlanner};
@@ -350,12 +350,16 @@ impl SpeakerEncoder {
         for layer in &self.lstm {
             xs = layer.forward(&xs)?;
         }
-        let last: Vec<Tensor> = lengths
+        // Each sequence's last real step, gathered in one op (one launch on accelerators).
+        let last: Vec<u32> = lengths
             .iter()
             .enumerate()
-            .map(|(i, &len)| xs.i((i, len - 1)))
-            .collect::<Result<_, _>>()?;
-        let raw = Tensor::stack(&last, 0)?
+            .map(|(i, &len)| (i * t + len - 1) as u32)
+            .collect();
+        let last = Tensor::from_vec(last, b, xs.device())?;
+        let raw = xs
+            .reshape((b * t, HIDDEN))?
+            .index_select(&last, 0)?
             .matmul(&self.linear_w)?
             .broadcast_add(&self.linear_b)?
             .relu()?;

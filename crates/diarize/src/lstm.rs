@@ -196,7 +196,7 @@ impl HostWeights {
         offset: usize,
     ) {
         let xg = self.w_ih.matmul_bias(x, b * t, &self.bias);
-        recur_host(&xg, &self.w_hh, b, t, reverse, out, stride, offset);
+        recur_host(&xg, &self.w_hh, t, reverse, out, stride, offset);
     }
 }
 
@@ -213,13 +213,11 @@ fn cell(gates: &Tensor, c: &Tensor, hidden: usize) -> candle_core::Result<(Tenso
 }
 
 /// The recurrence in host memory: `xg` `[B, T, 4H]` input gates; step t of sequence j
-/// goes to `out[(j * t_len + t) * stride + offset..][..H]`. Sequences are split over
-/// threads in groups of [`GROUP`].
-#[allow(clippy::too_many_arguments)]
+/// goes to `out[(j * t_len + t) * stride + offset..][..H]` (`out` holds the `B`
+/// sequences). Sequences are split over threads in whole groups of [`GROUP`].
 fn recur_host(
     xg: &[f32],
     w: &PackedMatrix,
-    b: usize,
     t: usize,
     reverse: bool,
     out: &mut [f32],
@@ -230,23 +228,27 @@ fn recur_host(
     let h4 = w.cols();
     let per_seq = t * stride;
     par_granules(out, GROUP * per_seq, |at_float, run| {
-        let (mut h, mut c) = (vec![0.0; GROUP * hidden], vec![0.0; GROUP * hidden]);
-        let mut g = vec![0.0; GROUP * h4];
-        let first_seq = at_float / per_seq;
-        for (i, chunk) in run.chunks_mut(GROUP * per_seq).enumerate() {
-            let first = first_seq + i * GROUP;
-            let n = (first + GROUP).min(b) - first;
-            let xg = &xg[first * t * h4..(first + n) * t * h4];
-            h.fill(0.0);
-            c.fill(0.0);
-            for step in 0..t {
-                let at = if reverse { t - 1 - step } else { step };
-                w.product(n, &h, hidden, &xg[at * h4..], t * h4, &mut g, h4);
-                for j in 0..n {
-                    let hj = &mut h[j * hidden..(j + 1) * hidden];
-                    cell_host(&g[j * h4..(j + 1) * h4], &mut c[j * hidden..], hj);
-                    chunk[(j * t + at) * stride + offset..][..hidden].copy_from_slice(hj);
+        // All of this thread's sequences advance together, panel by panel: one panel of
+        // the recurrent weights serves every group while it is in cache (the 256-unit
+        // layers' weights, 1 MB, do not stay in L2 across a whole step).
+        let (first, seqs) = (at_float / per_seq, run.len() / per_seq);
+        let (mut h, mut c) = (vec![0.0; seqs * hidden], vec![0.0; seqs * hidden]);
+        let mut g = vec![0.0; seqs * h4];
+        let xg = &xg[first * t * h4..(first + seqs) * t * h4];
+        for step in 0..t {
+            let at = if reverse { t - 1 - step } else { step };
+            for p in 0..w.panels() {
+                for g0 in (0..seqs).step_by(GROUP) {
+                    let n = GROUP.min(seqs - g0);
+                    let (hs, gs) = (&h[g0 * hidden..], &mut g[g0 * h4..]);
+                    let init = &xg[(g0 * t + at) * h4..];
+                    w.product_panels(p..p + 1, n, hs, hidden, init, t * h4, gs, h4);
                 }
+            }
+            for j in 0..seqs {
+                let hj = &mut h[j * hidden..(j + 1) * hidden];
+                cell_host(&g[j * h4..(j + 1) * h4], &mut c[j * hidden..], hj);
+                run[(j * t + at) * stride + offset..][..hidden].copy_from_slice(hj);
             }
         }
     });
@@ -438,7 +440,7 @@ mod tests {
             for reverse in [false, true] {
                 let (stride, offset) = (2 * hidden + 3, hidden + 1);
                 let mut got = vec![f32::NAN; b * t * stride];
-                recur_host(&xg, &packed, b, t, reverse, &mut got, stride, offset);
+                recur_host(&xg, &packed, t, reverse, &mut got, stride, offset);
                 for seq in 0..b {
                     let (mut h, mut c) = (vec![0.0f64; hidden], vec![0.0f64; hidden]);
                     for step in 0..t {

@@ -29,6 +29,18 @@ pub(crate) fn par_granules(out: &mut [f32], granule: usize, f: impl Fn(usize, &m
         .for_each(|(i, chunk)| f(i * run, chunk));
 }
 
+/// The operands of one product (see [`PackedMatrix::product`]).
+#[cfg(target_arch = "x86_64")]
+struct Operands<'a> {
+    panels: std::ops::Range<usize>,
+    x: &'a [f32],
+    x_stride: usize,
+    init: &'a [f32],
+    init_stride: usize,
+    out: &'a mut [f32],
+    out_stride: usize,
+}
+
 /// A `[rows, cols]` matrix in panels of [`PANEL`] columns, each panel row after row, so a
 /// product streams one panel while its partial sums stay in registers. Columns past
 /// `cols` are zero.
@@ -71,12 +83,36 @@ impl PackedMatrix {
         self.cols
     }
 
+    /// Panels of [`PANEL`] columns.
+    pub(crate) fn panels(&self) -> usize {
+        self.panels
+    }
+
     /// `out[j] = init[j] + x[j] · W` for `n` (1 to [`MAX_ROWS`]) rows, row `j` of each
     /// slice starting at `j` times its stride; an `init_stride` of 0 adds the same row
     /// (a bias) to all.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn product(
         &self,
+        n: usize,
+        x: &[f32],
+        x_stride: usize,
+        init: &[f32],
+        init_stride: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        let all = 0..self.panels;
+        self.product_panels(all, n, x, x_stride, init, init_stride, out, out_stride);
+    }
+
+    /// [`PackedMatrix::product`] for the columns of `panels` only (the rest of `out` is
+    /// left alone): callers with many row blocks loop panel by panel, so one panel serves
+    /// them all while it is in cache.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn product_panels(
+        &self,
+        panels: std::ops::Range<usize>,
         n: usize,
         x: &[f32],
         x_stride: usize,
@@ -96,10 +132,23 @@ impl PackedMatrix {
             "out too short"
         );
         assert!(out_stride >= self.cols || n == 1, "output rows overlap");
+        assert!(
+            panels.end <= self.panels,
+            "panels {panels:?} of {}",
+            self.panels
+        );
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
-                let args = (x, x_stride, init, init_stride, out, out_stride);
+                let args = Operands {
+                    panels,
+                    x,
+                    x_stride,
+                    init,
+                    init_stride,
+                    out,
+                    out_stride,
+                };
                 // SAFETY: the CPU has AVX-512F (checked just above); the slices' lengths
                 // were checked against the strides just before.
                 unsafe {
@@ -115,7 +164,7 @@ impl PackedMatrix {
                 return;
             }
         }
-        self.product_portable(n, x, x_stride, init, init_stride, out, out_stride);
+        self.product_portable(panels, n, x, x_stride, init, init_stride, out, out_stride);
     }
 
     /// `x` `[m, rows]` times the matrix plus `bias` (`cols` long): `[m, cols]`, spread over
@@ -141,6 +190,7 @@ impl PackedMatrix {
     #[allow(clippy::too_many_arguments)]
     fn product_portable(
         &self,
+        panels: std::ops::Range<usize>,
         n: usize,
         x: &[f32],
         x_stride: usize,
@@ -152,7 +202,7 @@ impl PackedMatrix {
         let (k, c) = (self.rows, self.cols);
         for j in 0..n {
             let xj = &x[j * x_stride..][..k];
-            for p in 0..self.panels {
+            for p in panels.clone() {
                 let live = PANEL.min(c - p * PANEL);
                 let mut acc = [0.0f32; PANEL];
                 acc[..live].copy_from_slice(&init[j * init_stride + p * PANEL..][..live]);
@@ -177,20 +227,21 @@ impl PackedMatrix {
     #[target_feature(enable = "avx512f")]
     unsafe fn product_avx512<const N: usize>(
         &self,
-        (x, x_stride, init, init_stride, out, out_stride): (
-            &[f32],
-            usize,
-            &[f32],
-            usize,
-            &mut [f32],
-            usize,
-        ),
+        Operands {
+            panels,
+            x,
+            x_stride,
+            init,
+            init_stride,
+            out,
+            out_stride,
+        }: Operands<'_>,
     ) {
         use std::arch::x86_64::*;
         const V: usize = PANEL / 16;
         let (k, c) = (self.rows, self.cols);
         let (x, init, out) = (x.as_ptr(), init.as_ptr(), out.as_mut_ptr());
-        for p in 0..self.panels {
+        for p in panels {
             let col0 = p * PANEL;
             let masks: [__mmask16; V] = std::array::from_fn(|v| {
                 let live = c.saturating_sub(col0 + v * 16).min(16);
@@ -278,7 +329,17 @@ mod tests {
             let mut portable = vec![0.0f32; m * c];
             for r in (0..m).step_by(MAX_ROWS) {
                 let n = MAX_ROWS.min(m - r);
-                packed.product_portable(n, &x[r * k..], k, &bias, 0, &mut portable[r * c..], c);
+                let all = 0..packed.panels;
+                packed.product_portable(
+                    all,
+                    n,
+                    &x[r * k..],
+                    k,
+                    &bias,
+                    0,
+                    &mut portable[r * c..],
+                    c,
+                );
             }
             for i in 0..m * c {
                 assert!(

@@ -214,7 +214,7 @@ fn cell(gates: &Tensor, c: &Tensor, hidden: usize) -> candle_core::Result<(Tenso
 
 /// The recurrence in host memory: `xg` `[B, T, 4H]` input gates; step t of sequence j
 /// goes to `out[(j * t_len + t) * stride + offset..][..H]` (`out` holds the `B`
-/// sequences). Sequences are split over threads in whole groups of [`GROUP`].
+/// sequences). Sequences are split evenly over threads, then in groups of [`GROUP`].
 fn recur_host(
     xg: &[f32],
     w: &PackedMatrix,
@@ -227,7 +227,7 @@ fn recur_host(
     let hidden = w.rows();
     let h4 = w.cols();
     let per_seq = t * stride;
-    par_granules(out, GROUP * per_seq, |at_float, run| {
+    par_granules(out, per_seq, |at_float, run| {
         // All of this thread's sequences advance together, panel by panel: one panel of
         // the recurrent weights serves every group while it is in cache (the 256-unit
         // layers' weights, 1 MB, do not stay in L2 across a whole step).

@@ -259,12 +259,25 @@ fn recur_host(
 fn cell_host(g: &[f32], c: &mut [f32], h: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (checked just above).
             unsafe { cell_avx512(g, c, h) };
             return;
         }
+        if has!("avx2") && has!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { cell_avx2(g, c, h) };
+            return;
+        }
     }
+    cell_body(g, c, h);
+}
+
+/// [`cell_body`] compiled for AVX2 and FMA (CPUs without AVX-512).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn cell_avx2(g: &[f32], c: &mut [f32], h: &mut [f32]) {
     cell_body(g, c, h);
 }
 
@@ -479,6 +492,15 @@ mod tests {
         let (mut c2, mut h2) = (c0.clone(), vec![0.0; hidden]);
         cell_host(&g, &mut c1, &mut h1);
         cell_body(&g, &mut c2, &mut h2);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            let (mut c3, mut h3) = (c0.clone(), vec![0.0; hidden]);
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            unsafe { cell_avx2(&g, &mut c3, &mut h3) };
+            assert!(c3.iter().zip(&c2).all(|(a, b)| (a - b).abs() < 1e-6));
+            assert!(h3.iter().zip(&h2).all(|(a, b)| (a - b).abs() < 1e-6));
+        }
         for u in 0..hidden {
             assert!(
                 (c1[u] - c2[u]).abs() < 1e-6 && (h1[u] - h2[u]).abs() < 1e-6,

@@ -30,7 +30,6 @@ pub(crate) fn par_granules(out: &mut [f32], granule: usize, f: impl Fn(usize, &m
 }
 
 /// The operands of one product (see [`PackedMatrix::product`]).
-#[cfg(target_arch = "x86_64")]
 struct Operands<'a> {
     panels: std::ops::Range<usize>,
     x: &'a [f32],
@@ -137,18 +136,19 @@ impl PackedMatrix {
             "panels {panels:?} of {}",
             self.panels
         );
+        let args = Operands {
+            panels,
+            x,
+            x_stride,
+            init,
+            init_stride,
+            out,
+            out_stride,
+        };
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                let args = Operands {
-                    panels,
-                    x,
-                    x_stride,
-                    init,
-                    init_stride,
-                    out,
-                    out_stride,
-                };
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") {
                 // SAFETY: the CPU has AVX-512F (checked just above); the slices' lengths
                 // were checked against the strides just before.
                 unsafe {
@@ -163,8 +163,13 @@ impl PackedMatrix {
                 }
                 return;
             }
+            if has!("avx2") && has!("fma") {
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                unsafe { self.product_fma(n, args) };
+                return;
+            }
         }
-        self.product_portable(panels, n, x, x_stride, init, init_stride, out, out_stride);
+        self.product_rows::<false>(n, args);
     }
 
     /// `x` `[m, rows]` times the matrix plus `bias` (`cols` long): `[m, cols]`, spread over
@@ -187,18 +192,30 @@ impl PackedMatrix {
         out
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn product_portable(
-        &self,
-        panels: std::ops::Range<usize>,
-        n: usize,
-        x: &[f32],
-        x_stride: usize,
-        init: &[f32],
-        init_stride: usize,
-        out: &mut [f32],
-        out_stride: usize,
-    ) {
+    /// [`PackedMatrix::product_rows`] with AVX2 and FMA (CPUs without AVX-512).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn product_fma(&self, n: usize, ops: Operands<'_>) {
+        self.product_rows::<true>(n, ops);
+    }
+
+    /// The product in plain loops, a row at a time: a panel row's 64 partial sums stay in
+    /// registers (8 AVX2 registers) and the compiler vectorises them; `FMA` fuses the
+    /// multiply-adds (only where the CPU has FMA: elsewhere `mul_add` is a library call).
+    #[inline(always)]
+    fn product_rows<const FMA: bool>(&self, n: usize, ops: Operands<'_>) {
+        let Operands {
+            panels,
+            x,
+            x_stride,
+            init,
+            init_stride,
+            out,
+            out_stride,
+        } = ops;
         let (k, c) = (self.rows, self.cols);
         for j in 0..n {
             let xj = &x[j * x_stride..][..k];
@@ -209,7 +226,11 @@ impl PackedMatrix {
                 let panel = &self.data[p * k * PANEL..(p + 1) * k * PANEL];
                 for (&xv, wrow) in xj.iter().zip(panel.chunks_exact(PANEL)) {
                     for (a, &wv) in acc.iter_mut().zip(wrow) {
-                        *a += xv * wv;
+                        *a = if FMA {
+                            xv.mul_add(wv, *a)
+                        } else {
+                            *a + xv * wv
+                        };
                     }
                 }
                 out[j * out_stride + p * PANEL..][..live].copy_from_slice(&acc[..live]);
@@ -326,30 +347,44 @@ mod tests {
                 })
                 .collect();
             let got = packed.matmul_bias(&x, m, &bias);
-            let mut portable = vec![0.0f32; m * c];
-            for r in (0..m).step_by(MAX_ROWS) {
-                let n = MAX_ROWS.min(m - r);
-                let all = 0..packed.panels;
-                packed.product_portable(
-                    all,
-                    n,
-                    &x[r * k..],
-                    k,
-                    &bias,
-                    0,
-                    &mut portable[r * c..],
-                    c,
-                );
+            let mut paths = vec![("portable", vec![0.0f32; m * c])];
+            #[cfg(target_arch = "x86_64")]
+            let fma = std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma");
+            #[cfg(not(target_arch = "x86_64"))]
+            let fma = false;
+            if fma {
+                paths.push(("avx2", vec![0.0f32; m * c]));
+            }
+            for (name, buf) in &mut paths {
+                for r in (0..m).step_by(MAX_ROWS) {
+                    let n = MAX_ROWS.min(m - r);
+                    let ops = Operands {
+                        panels: 0..packed.panels,
+                        x: &x[r * k..],
+                        x_stride: k,
+                        init: &bias,
+                        init_stride: 0,
+                        out: &mut buf[r * c..],
+                        out_stride: c,
+                    };
+                    match *name {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: only pushed when the CPU has AVX2 and FMA.
+                        "avx2" => unsafe { packed.product_fma(n, ops) },
+                        _ => packed.product_rows::<false>(n, ops),
+                    }
+                }
             }
             for i in 0..m * c {
                 assert!(
                     (got[i] as f64 - expected[i]).abs() < 1e-4,
                     "{m}x{k}x{c} at {i}"
                 );
-                assert!(
-                    (portable[i] as f64 - expected[i]).abs() < 1e-4,
-                    "{m}x{k}x{c} at {i}"
-                );
+                for (name, buf) in &paths {
+                    let d = (buf[i] as f64 - expected[i]).abs();
+                    assert!(d < 1e-4, "{name} {m}x{k}x{c} at {i}");
+                }
             }
         }
     }

@@ -13,7 +13,7 @@
 //!
 //! On accelerators the convolutions run channels first through candle's conv1d (im2col and
 //! one matrix product per layer); on the CPU the front end runs channels last on packed
-//! weights with no im2col ([`HostFrontEnd`]). The LSTM and linear layers run channels last.
+//! weights with no im2col. The LSTM and linear layers run channels last.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! Products against weight matrices packed once at load, for the LSTMs on the CPU.
+//! Products against weight matrices packed once at load, for the networks on the CPU
+//! (LSTM input projections and recurrences, SincNet and its 5-tap convolutions).
 //!
 //! candle's CPU matmul (the `gemm` crate on stable Rust) stops at AVX2, while the CPUs we
 //! serve on (Zen 4/5, recent Xeons) do twice the work per instruction with AVX-512; and

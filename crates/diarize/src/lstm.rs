@@ -242,7 +242,7 @@ fn recur_host(
                     let n = GROUP.min(seqs - g0);
                     let (hs, gs) = (&h[g0 * hidden..], &mut g[g0 * h4..]);
                     let init = &xg[(g0 * t + at) * h4..];
-                    w.product_panels(p..p + 1, n, hs, hidden, init, t * h4, gs, h4);
+                    w.product(p..p + 1, n, hs, hidden, init, t * h4, gs, h4);
                 }
             }
             for j in 0..seqs {

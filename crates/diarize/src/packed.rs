@@ -88,29 +88,18 @@ impl PackedMatrix {
         self.panels
     }
 
-    /// `out[j] = init[j] + x[j] · W` for `n` (1 to [`MAX_ROWS`]) rows, row `j` of each
-    /// slice starting at `j` times its stride; an `init_stride` of 0 adds the same row
-    /// (a bias) to all.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn product(
-        &self,
-        n: usize,
-        x: &[f32],
-        x_stride: usize,
-        init: &[f32],
-        init_stride: usize,
-        out: &mut [f32],
-        out_stride: usize,
-    ) {
-        let all = 0..self.panels;
-        self.product_panels(all, n, x, x_stride, init, init_stride, out, out_stride);
+    /// Every panel, for a product over all columns.
+    pub(crate) fn all(&self) -> std::ops::Range<usize> {
+        0..self.panels
     }
 
-    /// [`PackedMatrix::product`] for the columns of `panels` only (the rest of `out` is
-    /// left alone): callers with many row blocks loop panel by panel, so one panel serves
-    /// them all while it is in cache.
+    /// `out[j] = init[j] + x[j] · W` in the columns of `panels` (the rest of `out` is left
+    /// alone) for `n` (1 to [`MAX_ROWS`]) rows, row `j` of each slice starting at `j` times
+    /// its stride; an `init_stride` of 0 adds the same row (a bias) to all. Callers with
+    /// many row blocks can loop panel by panel, so one panel serves them all while it is in
+    /// cache; [`PackedMatrix::all`] is every column.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn product_panels(
+    pub(crate) fn product(
         &self,
         panels: std::ops::Range<usize>,
         n: usize,
@@ -187,7 +176,8 @@ impl PackedMatrix {
             let (first, rows) = (offset / c, run.len() / c);
             for r in (0..rows).step_by(MAX_ROWS) {
                 let n = MAX_ROWS.min(rows - r);
-                self.product(n, &x[(first + r) * k..], k, bias, 0, &mut run[r * c..], c);
+                let (xs, o) = (&x[(first + r) * k..], &mut run[r * c..]);
+                self.product(self.all(), n, xs, k, bias, 0, o, c);
             }
         });
         out

@@ -471,10 +471,26 @@ impl HostFrontEnd {
                 sum[PAIRS] = s[PAIRS];
             }
             let o = &mut out[r * SINC_FILTERS..];
-            self.sinc_even
-                .product(n, &sums, PAIRS + 1, &zeros, 0, o, SINC_FILTERS);
-            self.sinc_odd
-                .product(n, &diffs, PAIRS, &zeros, 0, &mut o[HALF..], SINC_FILTERS);
+            self.sinc_even.product(
+                self.sinc_even.all(),
+                n,
+                &sums,
+                PAIRS + 1,
+                &zeros,
+                0,
+                o,
+                SINC_FILTERS,
+            );
+            self.sinc_odd.product(
+                self.sinc_odd.all(),
+                n,
+                &diffs,
+                PAIRS,
+                &zeros,
+                0,
+                &mut o[HALF..],
+                SINC_FILTERS,
+            );
         }
         out
     }
@@ -495,6 +511,7 @@ fn convolve(
     for r in (0..rows).step_by(MAX_ROWS) {
         let n = MAX_ROWS.min(rows - r);
         w.product(
+            w.all(),
             n,
             &x[r * stride..],
             stride,

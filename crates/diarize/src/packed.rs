@@ -159,7 +159,7 @@ impl PackedMatrix {
                 return;
             }
         }
-        self.product_rows::<false>(n, args);
+        self.product_rows(n, args);
     }
 
     /// `x` `[m, rows]` times the matrix plus `bias` (`cols` long): `[m, cols]`, spread over
@@ -183,21 +183,110 @@ impl PackedMatrix {
         out
     }
 
-    /// [`PackedMatrix::product_rows`] with AVX2 and FMA (CPUs without AVX-512).
+    /// The product with AVX2 and FMA (CPUs without AVX-512): blocks of up to 4 rows.
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA.
+    /// The CPU has AVX2 and FMA, and the slices are long enough for `n` rows at their
+    /// strides (as [`PackedMatrix::product`] checks).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn product_fma(&self, n: usize, ops: Operands<'_>) {
-        self.product_rows::<true>(n, ops);
+        let Operands {
+            panels,
+            x,
+            x_stride,
+            init,
+            init_stride,
+            out,
+            out_stride,
+        } = ops;
+        let mut r0 = 0;
+        while r0 < n {
+            let m = (n - r0).min(4);
+            let block = Operands {
+                panels: panels.clone(),
+                x: &x[r0 * x_stride..],
+                x_stride,
+                init: &init[r0 * init_stride..],
+                init_stride,
+                out: &mut out[r0 * out_stride..],
+                out_stride,
+            };
+            // SAFETY: AVX2 and FMA are enabled here; `block` holds `m` rows.
+            unsafe {
+                match m {
+                    1 => self.product_avx2::<1>(block),
+                    2 => self.product_avx2::<2>(block),
+                    3 => self.product_avx2::<3>(block),
+                    _ => self.product_avx2::<4>(block),
+                }
+            }
+            r0 += m;
+        }
     }
 
-    /// The product in plain loops, a row at a time: a panel row's 64 partial sums stay in
-    /// registers (8 AVX2 registers) and the compiler vectorises them; `FMA` fuses the
-    /// multiply-adds (only where the CPU has FMA: elsewhere `mul_add` is a library call).
-    #[inline(always)]
-    fn product_rows<const FMA: bool>(&self, n: usize, ops: Operands<'_>) {
+    /// `N` (up to 4) rows with AVX2: per 16 columns of a panel, `2 * N` accumulators over
+    /// the whole reduction (11 of the 16 registers), each weight load feeding `N` FMAs.
+    ///
+    /// # Safety
+    /// As [`PackedMatrix::product_fma`], for `N` rows.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn product_avx2<const N: usize>(&self, ops: Operands<'_>) {
+        use std::arch::x86_64::*;
+        let (k, c) = (self.rows, self.cols);
+        let (x, init, out) = (ops.x.as_ptr(), ops.init.as_ptr(), ops.out.as_mut_ptr());
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for p in ops.panels {
+            for sub in 0..PANEL / 16 {
+                let col0 = p * PANEL + sub * 16;
+                if col0 >= c {
+                    break;
+                }
+                let masks: [__m256i; 2] = std::array::from_fn(|v| {
+                    let live = c.saturating_sub(col0 + 8 * v).min(8) as i32;
+                    _mm256_cmpgt_epi32(_mm256_set1_epi32(live), lanes)
+                });
+                let mut acc = [[_mm256_setzero_ps(); 2]; N];
+                for (j, accj) in acc.iter_mut().enumerate() {
+                    for (v, a) in accj.iter_mut().enumerate() {
+                        let at = init.wrapping_add(j * ops.init_stride + col0 + 8 * v);
+                        // SAFETY: the mask limits the load to the `c` columns of row `j`;
+                        // `wrapping_add` because a fully masked address may lie past the end.
+                        *a = unsafe { _mm256_maskload_ps(at, masks[v]) };
+                    }
+                }
+                // SAFETY: panel `p` holds `k` rows of PANEL floats; `sub * 16 + 16 <= PANEL`.
+                let panel = unsafe { self.data.as_ptr().add(p * k * PANEL + sub * 16) };
+                for kk in 0..k {
+                    // SAFETY: `kk < k`, inside the panel.
+                    let (w0, w1) = unsafe {
+                        (
+                            _mm256_loadu_ps(panel.add(kk * PANEL)),
+                            _mm256_loadu_ps(panel.add(kk * PANEL + 8)),
+                        )
+                    };
+                    for (j, accj) in acc.iter_mut().enumerate() {
+                        // SAFETY: `j < N` and `kk < k`: inside `x` (the caller's contract).
+                        let xb = _mm256_set1_ps(unsafe { *x.add(j * ops.x_stride + kk) });
+                        accj[0] = _mm256_fmadd_ps(xb, w0, accj[0]);
+                        accj[1] = _mm256_fmadd_ps(xb, w1, accj[1]);
+                    }
+                }
+                for (j, accj) in acc.iter().enumerate() {
+                    for (v, a) in accj.iter().enumerate() {
+                        let at = out.wrapping_add(j * ops.out_stride + col0 + 8 * v);
+                        // SAFETY: the mask limits the store to the `c` columns of row `j`.
+                        unsafe { _mm256_maskstore_ps(at, masks[v], *a) };
+                    }
+                }
+            }
+        }
+    }
+
+    /// The product in plain loops, a row at a time (CPUs with neither AVX-512 nor AVX2):
+    /// a panel row's 64 partial sums stay in registers and the compiler vectorises them.
+    fn product_rows(&self, n: usize, ops: Operands<'_>) {
         let Operands {
             panels,
             x,
@@ -217,11 +306,7 @@ impl PackedMatrix {
                 let panel = &self.data[p * k * PANEL..(p + 1) * k * PANEL];
                 for (&xv, wrow) in xj.iter().zip(panel.chunks_exact(PANEL)) {
                     for (a, &wv) in acc.iter_mut().zip(wrow) {
-                        *a = if FMA {
-                            xv.mul_add(wv, *a)
-                        } else {
-                            *a + xv * wv
-                        };
+                        *a += xv * wv;
                     }
                 }
                 out[j * out_stride + p * PANEL..][..live].copy_from_slice(&acc[..live]);
@@ -323,7 +408,13 @@ mod tests {
     #[test]
     fn products_match_a_plain_loop() {
         let mut seed = 0x9e37_79b9_u64;
-        for (m, k, c) in [(1, 3, 5), (7, 60, 512), (29, 40, 100), (130, 17, 64)] {
+        for (m, k, c) in [
+            (1, 3, 5),
+            (7, 60, 512),
+            (29, 40, 100),
+            (130, 17, 64),
+            (3, 70, 130),
+        ] {
             let w = rand_vec(k * c, &mut seed);
             let x = rand_vec(m * k, &mut seed);
             let bias = rand_vec(c, &mut seed);
@@ -363,7 +454,7 @@ mod tests {
                         #[cfg(target_arch = "x86_64")]
                         // SAFETY: only pushed when the CPU has AVX2 and FMA.
                         "avx2" => unsafe { packed.product_fma(n, ops) },
-                        _ => packed.product_rows::<false>(n, ops),
+                        _ => packed.product_rows(n, ops),
                     }
                 }
             }

@@ -350,8 +350,14 @@ fn alignment_attention_shape_and_causality() -> TestResult {
     Ok(())
 }
 
-/// The q8_0 path (int8 weights and activations on the CPU) transcribes JFK (tiny.en and
-/// base) exactly as f32 and CTranslate2 do, with logits close to f32's.
+/// The q8_0 path (int8 weights and activations on the CPU) makes JFK's decisions (tiny.en
+/// and base) as f32 and CTranslate2 do, with logits close to f32's. Teacher-forced, each
+/// step's choice must be the reference token, except at most one step where f32 itself is
+/// nearly tied (its margin under 1, less than q8's own logit error): there either choice
+/// is right, and which one the quantized model makes differs between CPUs (at step 14
+/// tiny.en picks '.' over ',' on a Zen 5, where f32's margin is 0.08, and ',' on the
+/// machine the goldens were first checked on). Free-running greedy text must then equal
+/// the reference up to that step, and entirely when there is none.
 #[test]
 fn q8_greedy_text() -> TestResult {
     for name in ["tiny.en", "base"] {
@@ -373,12 +379,33 @@ fn q8_greedy_text() -> TestResult {
         }
         eprintln!("{name} q8_0: logits max abs diff vs f32 {worst:.3} (logits ~20)");
         // Activations are quantized per row as well as weights (as CTranslate2's int8
-        // does), so logits move by ~2 on a scale of ~20; the tokens must not.
+        // does), so logits move by ~2 on a scale of ~20; the decisions must not, but for
+        // near-ties.
         assert!(worst < 3.5, "{name} q8_0 logits differ from f32 by {worst}");
-        assert_eq!(
-            tokens, g.tokens,
-            "{name} q8_0 greedy tokens differ from f32/CTranslate2"
+        let mut ties = Vec::new();
+        for (i, (ql, fl)) in ql.iter().zip(&fl).enumerate().take(g.tokens.len()) {
+            let (want, got) = (g.tokens[i], argmax(ql)?);
+            if got != want {
+                let f = fl.flatten_all()?.to_vec1::<f32>()?;
+                ties.push((i, want, got, f[want as usize] - f[got as usize]));
+            }
+        }
+        eprintln!(
+            "{name} q8_0: steps choosing otherwise (step, reference, q8, f32 margin): {ties:?}"
         );
+        assert!(
+            ties.len() <= 1 && ties.iter().all(|t| t.3 < 1.0),
+            "{name} q8_0 decisions differ from f32/CTranslate2 beyond a near-tie: {ties:?}"
+        );
+        let agree = ties.first().map_or(g.tokens.len(), |t| t.0);
+        assert_eq!(
+            tokens[..agree.min(tokens.len())],
+            g.tokens[..agree],
+            "{name} q8_0 greedy tokens differ from f32/CTranslate2 before any near-tie"
+        );
+        if ties.is_empty() {
+            assert_eq!(tokens, g.tokens, "{name} q8_0 greedy tokens");
+        }
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use candle_core::{D, DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::DiarizeError;
-use crate::packed::{PackedMatrix, par_granules};
+use crate::packed::{MAX_ROWS, PackedMatrix, par_granules};
 
 /// Sequences whose recurrences are updated together on the CPU: each panel of the
 /// recurrent weights is loaded once for all of them.
@@ -96,7 +96,7 @@ impl LstmLayer {
             Some(host) => {
                 let x = xs.flatten_all()?.to_vec1::<f32>()?;
                 let mut out = vec![0.0f32; b * t * self.hidden];
-                host.run(&x, b, t, false, &mut out, self.hidden, 0);
+                host.run(&x, t, false, &mut out, self.hidden, 0);
                 Tensor::from_vec(out, (b, t, self.hidden), xs.device())
             }
             None => self.forward_ops(xs, false),
@@ -117,8 +117,8 @@ impl LstmLayer {
                 let x = xs.flatten_all()?.to_vec1::<f32>()?;
                 let stride = 2 * self.hidden;
                 let mut out = vec![0.0f32; b * t * stride];
-                fwd.run(&x, b, t, false, &mut out, stride, 0);
-                bwd.run(&x, b, t, true, &mut out, stride, self.hidden);
+                fwd.run(&x, t, false, &mut out, stride, 0);
+                bwd.run(&x, t, true, &mut out, stride, self.hidden);
                 Tensor::from_vec(out, (b, t, stride), xs.device())
             }
             _ => self.bidirectional_ops(backward, xs),
@@ -188,15 +188,19 @@ impl HostWeights {
     fn run(
         &self,
         x: &[f32],
-        b: usize,
         t: usize,
         reverse: bool,
         out: &mut [f32],
         stride: usize,
         offset: usize,
     ) {
-        let xg = self.w_ih.matmul_bias(x, b * t, &self.bias);
-        recur_host(&xg, &self.w_hh, t, reverse, out, stride, offset);
+        let inputs = Inputs {
+            x,
+            w: &self.w_ih,
+            bias: &self.bias,
+        };
+        let chunk = CHUNK_FLOATS;
+        recur_host(&inputs, &self.w_hh, t, reverse, chunk, out, stride, offset);
     }
 }
 
@@ -212,43 +216,85 @@ fn cell(gates: &Tensor, c: &Tensor, hidden: usize) -> candle_core::Result<(Tenso
     Ok((h, c))
 }
 
-/// The recurrence in host memory: `xg` `[B, T, 4H]` input gates; step t of sequence j
-/// goes to `out[(j * t_len + t) * stride + offset..][..H]` (`out` holds the `B`
-/// sequences). Sequences are split evenly over threads, then in groups of [`GROUP`].
+/// A layer's inputs `[B, T, input]` and their projection to gate pre-activations
+/// (`x · w + bias`).
+struct Inputs<'a> {
+    x: &'a [f32],
+    w: &'a PackedMatrix,
+    bias: &'a [f32],
+}
+
+/// Floats of input gates a thread keeps per chunk of time steps: the projection runs a
+/// chunk ahead of the recurrence so its output is read back from cache (the whole
+/// `[B, T, 4H]` buffer is tens of MB, and per-item time grew with the batch without this).
+const CHUNK_FLOATS: usize = 96 * 1024;
+
+/// The recurrence in host memory: step t of sequence j goes to
+/// `out[(j * t_len + t) * stride + offset..][..H]` (`out` holds the `B` sequences).
+/// Sequences are split evenly over threads, then in groups of [`GROUP`]; each thread
+/// projects its inputs a chunk of steps at a time (about `chunk_floats` gate values), just
+/// ahead of the recurrence.
+#[allow(clippy::too_many_arguments)]
 fn recur_host(
-    xg: &[f32],
+    inputs: &Inputs<'_>,
     w: &PackedMatrix,
     t: usize,
     reverse: bool,
+    chunk_floats: usize,
     out: &mut [f32],
     stride: usize,
     offset: usize,
 ) {
     let hidden = w.rows();
     let h4 = w.cols();
+    let input = inputs.w.rows();
     let per_seq = t * stride;
     par_granules(out, per_seq, |at_float, run| {
         // All of this thread's sequences advance together, panel by panel: one panel of
         // the recurrent weights serves every group while it is in cache (the 256-unit
         // layers' weights, 1 MB, do not stay in L2 across a whole step).
         let (first, seqs) = (at_float / per_seq, run.len() / per_seq);
+        let chunk = (chunk_floats / (seqs * h4).max(1)).clamp(1, t.max(1));
         let (mut h, mut c) = (vec![0.0; seqs * hidden], vec![0.0; seqs * hidden]);
         let mut g = vec![0.0; seqs * h4];
-        let xg = &xg[first * t * h4..(first + seqs) * t * h4];
-        for step in 0..t {
-            let at = if reverse { t - 1 - step } else { step };
-            for p in 0..w.panels() {
-                for g0 in (0..seqs).step_by(GROUP) {
-                    let n = GROUP.min(seqs - g0);
-                    let (hs, gs) = (&h[g0 * hidden..], &mut g[g0 * h4..]);
-                    let init = &xg[(g0 * t + at) * h4..];
-                    w.product(p..p + 1, n, hs, hidden, init, t * h4, gs, h4);
+        let mut xg = vec![0.0; seqs * chunk * h4];
+        for k in 0..t.div_ceil(chunk) {
+            // Steps `a..a + len` in time order; the backward direction takes the chunks
+            // from the end.
+            let a = if reverse {
+                t.saturating_sub((k + 1) * chunk)
+            } else {
+                k * chunk
+            };
+            let len = chunk
+                .min(t - a)
+                .min(if reverse { t - k * chunk } else { t });
+            for s in 0..seqs {
+                let xs = &inputs.x[((first + s) * t + a) * input..];
+                for r in (0..len).step_by(MAX_ROWS) {
+                    let n = MAX_ROWS.min(len - r);
+                    let o = &mut xg[(s * chunk + r) * h4..];
+                    let all = inputs.w.all();
+                    inputs
+                        .w
+                        .product(all, n, &xs[r * input..], input, inputs.bias, 0, o, h4);
                 }
             }
-            for j in 0..seqs {
-                let hj = &mut h[j * hidden..(j + 1) * hidden];
-                cell_host(&g[j * h4..(j + 1) * h4], &mut c[j * hidden..], hj);
-                run[(j * t + at) * stride + offset..][..hidden].copy_from_slice(hj);
+            for i in 0..len {
+                let i = if reverse { len - 1 - i } else { i };
+                for p in 0..w.panels() {
+                    for g0 in (0..seqs).step_by(GROUP) {
+                        let n = GROUP.min(seqs - g0);
+                        let (hs, gs) = (&h[g0 * hidden..], &mut g[g0 * h4..]);
+                        let init = &xg[(g0 * chunk + i) * h4..];
+                        w.product(p..p + 1, n, hs, hidden, init, chunk * h4, gs, h4);
+                    }
+                }
+                for j in 0..seqs {
+                    let hj = &mut h[j * hidden..(j + 1) * hidden];
+                    cell_host(&g[j * h4..(j + 1) * h4], &mut c[j * hidden..], hj);
+                    run[(j * t + a + i) * stride + offset..][..hidden].copy_from_slice(hj);
+                }
             }
         }
     });
@@ -445,7 +491,7 @@ mod tests {
             seed ^= seed << 17;
             (seed % 2000) as f32 / 1000.0 - 1.0
         };
-        for (hidden, b, t) in [(24, 3, 7), (128, 6, 5), (40, 1, 3)] {
+        for (hidden, b, t) in [(24, 3, 7), (128, 6, 5), (40, 1, 3), (32, 1, 10)] {
             let h4 = 4 * hidden;
             let w: Vec<f32> = (0..hidden * h4).map(|_| rand() * 0.3).collect();
             let xg: Vec<f32> = (0..b * t * h4).map(|_| rand()).collect();
@@ -453,7 +499,27 @@ mod tests {
             for reverse in [false, true] {
                 let (stride, offset) = (2 * hidden + 3, hidden + 1);
                 let mut got = vec![f32::NAN; b * t * stride];
-                recur_host(&xg, &packed, t, reverse, &mut got, stride, offset);
+                // An identity projection, so the inputs are the gates themselves.
+                let eye: Vec<f32> = (0..h4 * h4)
+                    .map(|i| f32::from(u8::from(i / h4 == i % h4)))
+                    .collect();
+                let inputs = Inputs {
+                    x: &xg,
+                    w: &PackedMatrix::new(&eye, h4, h4),
+                    bias: &vec![0.0; h4],
+                };
+                // Whole sequences in one chunk, and chunks of 1 to 3 steps.
+                let chunk_floats = [CHUNK_FLOATS, h4, 2 * h4, 3 * h4][(t + b) % 4];
+                recur_host(
+                    &inputs,
+                    &packed,
+                    t,
+                    reverse,
+                    chunk_floats,
+                    &mut got,
+                    stride,
+                    offset,
+                );
                 for seq in 0..b {
                     let (mut h, mut c) = (vec![0.0f64; hidden], vec![0.0f64; hidden]);
                     for step in 0..t {

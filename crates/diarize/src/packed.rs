@@ -162,27 +162,6 @@ impl PackedMatrix {
         self.product_rows(n, args);
     }
 
-    /// `x` `[m, rows]` times the matrix plus `bias` (`cols` long): `[m, cols]`, spread over
-    /// the CPU's threads.
-    pub(crate) fn matmul_bias(&self, x: &[f32], m: usize, bias: &[f32]) -> Vec<f32> {
-        let (k, c) = (self.rows, self.cols);
-        assert!(x.len() == m * k && bias.len() == c, "matmul_bias sizes");
-        let mut out = vec![0.0f32; m * c];
-        if c == 0 {
-            return out;
-        }
-        // Granules of 8 blocks of rows: a thread per core only when there is work for it.
-        par_granules(&mut out, 8 * MAX_ROWS * c, |offset, run| {
-            let (first, rows) = (offset / c, run.len() / c);
-            for r in (0..rows).step_by(MAX_ROWS) {
-                let n = MAX_ROWS.min(rows - r);
-                let (xs, o) = (&x[(first + r) * k..], &mut run[r * c..]);
-                self.product(self.all(), n, xs, k, bias, 0, o, c);
-            }
-        });
-        out
-    }
-
     /// The product with AVX2 and FMA (CPUs without AVX-512): blocks of up to 4 rows.
     ///
     /// # Safety
@@ -403,7 +382,7 @@ mod tests {
             .collect()
     }
 
-    /// Both kernels and the threaded product against a plain triple loop in f64, for
+    /// Every kernel (the dispatched one and the fallbacks) against a plain triple loop in f64, for
     /// widths that are not whole panels and row counts that are not whole blocks.
     #[test]
     fn products_match_a_plain_loop() {
@@ -428,7 +407,12 @@ mod tests {
                             .sum::<f64>()
                 })
                 .collect();
-            let got = packed.matmul_bias(&x, m, &bias);
+            let mut got = vec![0.0f32; m * c];
+            for r in (0..m).step_by(MAX_ROWS) {
+                let n = MAX_ROWS.min(m - r);
+                let o = &mut got[r * c..];
+                packed.product(packed.all(), n, &x[r * k..], k, &bias, 0, o, c);
+            }
             let mut paths = vec![("portable", vec![0.0f32; m * c])];
             #[cfg(target_arch = "x86_64")]
             let fma = std::arch::is_x86_feature_detected!("avx2")

@@ -40,5 +40,7 @@ pub use attach::{AttachOptions, attach_speakers};
 pub use clustering::Method;
 pub use embedding::{MelFrontEnd, SpeakerEncoder};
 pub use error::DiarizeError;
-pub use pipeline::{Diarization, DiarizeOptions, Diarizer, SPECTRAL_MAX_POINTS, Session};
+pub use pipeline::{
+    Diarization, DiarizeOptions, Diarizer, MAX_BATCH, SPECTRAL_MAX_POINTS, Session,
+};
 pub use segmentation::Segmentation;

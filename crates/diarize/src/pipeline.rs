@@ -69,7 +69,7 @@ pub struct DiarizeOptions {
     pub min_duration_on: f64,
     /// Windows per segmentation forward; 0 picks by device: 16 on the CPU (enough to keep
     /// every core busy), 128 on GPUs (the LSTMs run step by step there, so fewer, larger
-    /// batches mean fewer kernel launches per hour of audio).
+    /// batches mean fewer kernel launches per hour of audio); at most [`MAX_BATCH`].
     pub batch: usize,
     /// Most embeddings clustered directly; beyond it an evenly spaced subset is clustered
     /// and the rest assigned to the nearest centroid (bounds time and memory on long input).
@@ -77,8 +77,13 @@ pub struct DiarizeOptions {
     pub max_cluster_points: usize,
 }
 
-/// Most embeddings spectral clustering decomposes: its eigendecomposition grows with the
-/// cube of the count (300 take 0.4 s on one core, 500 about 2 s; 1,500 would take minutes).
+/// Most windows per segmentation forward (pending windows wait as samples: 320 MB at
+/// this size).
+pub const MAX_BATCH: usize = 1024;
+
+/// Most embeddings spectral clustering decomposes: its Jacobi eigendecomposition grows with
+/// the cube of the count (criterion: 300 in 0.41 s, 500 in 2.2 s on one core; by the cube
+/// law 1,500 would need about a minute).
 pub const SPECTRAL_MAX_POINTS: usize = 500;
 
 impl Default for DiarizeOptions {
@@ -130,6 +135,13 @@ impl DiarizeOptions {
                     "{name} must be a non-negative number of seconds, not {v}"
                 ));
             }
+        }
+        // Pending windows are held as samples until a batch fills: 5 s each, 320 kB.
+        if self.batch > MAX_BATCH {
+            return bad(format!(
+                "batch is at most {MAX_BATCH} windows (0 picks by device), not {}",
+                self.batch
+            ));
         }
         if self.max_cluster_points < 2 || self.max_auto_speakers == 0 {
             return bad("max_cluster_points and max_auto_speakers must be positive".into());

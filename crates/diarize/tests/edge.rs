@@ -180,6 +180,10 @@ fn damaged_samples_and_bad_options_are_errors() -> TestResult {
             threshold: f32::NAN,
             ..Default::default()
         },
+        DiarizeOptions {
+            batch: mica_diarize::MAX_BATCH + 1,
+            ..Default::default()
+        },
     ] {
         let e = Diarizer::new(segmentation()?, encoder()?, bad.clone())
             .err()

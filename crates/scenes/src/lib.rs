@@ -19,12 +19,11 @@
 //! # Ok(()) }
 //! ```
 
-mod avx512;
 mod detect;
 mod error;
+mod fused;
 pub mod model;
 pub mod windows;
-mod winograd;
 
 pub use detect::{
     FrameScores, ShotDetector, ShotList, ShotOptions, ShotSpan, ShotStream, Transition,

@@ -13,11 +13,10 @@
 //! - Batch norm (inference statistics) folds into the temporal weights and a bias.
 //! - Features are channels-last (`[frames, H, W, C]`), so the temporal convolutions are
 //!   plain matrix products over all pixels and the flattening before `fc1` is the
-//!   reference's (H, W, C) order. On the CPU a block's convolutions run as fused kernels:
-//!   AVX-512 where the CPU has it (the private `avx512` module: Winograd F(4x4, 3x3) and
-//!   F(2x2, 3x3) spatial convolutions, a register-blocked temporal kernel), else portable
-//!   Winograd F(2x2, 3x3) and gemm (the private `winograd` module); elsewhere candle's
-//!   `conv2d` and matmuls.
+//!   reference's (H, W, C) order. On the CPU a block's convolutions run as fused kernels
+//!   (the private `fused` module: Winograd F(4x4, 3x3) and F(2x2, 3x3) spatial
+//!   convolutions, a register-blocked temporal kernel) at the CPU's tier (AVX-512, AVX2 +
+//!   FMA or portable, `mica_kernels::Tier`); elsewhere candle's `conv2d` and matmuls.
 //! - Color histograms are counted with `scatter_add` on the device.
 
 use std::collections::HashMap;
@@ -27,9 +26,10 @@ use std::sync::Arc;
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::ops::sigmoid;
 
-use crate::avx512::{self, PackedKernel, PackedTemporal};
+use mica_kernels::Tier;
+
 use crate::error::ScenesError;
-use crate::winograd;
+use crate::fused::{self, PackedKernel, PackedTemporal};
 
 /// Frame height the network reads.
 pub const HEIGHT: usize = 27;
@@ -109,19 +109,15 @@ impl Weights {
 struct Ddcnn {
     /// `[4 * 2F, C_in, 3, 3]`: the four branches' spatial kernels stacked.
     spatial: Tensor,
-    /// The same kernels Winograd-transformed, when running on the CPU.
-    winograd: Option<Vec<f32>>,
-    /// The spatial kernels packed for the AVX-512 kernels, when the CPU has them.
+    /// The spatial kernels packed for the CPU kernels, when they run.
     packed: Option<PackedKernel>,
-    /// The temporal weights and bias packed for the AVX-512 kernels, when the CPU has them.
+    /// The temporal weights and bias packed for the CPU kernels, when they run.
     packed_temporal: Option<PackedTemporal>,
     /// Per branch `[2F, 3 * F]`: the three temporal taps side by side, batch-norm scale
     /// folded in.
     temporal: Vec<Tensor>,
     /// `[4F]` batch-norm shift.
     bias: Tensor,
-    /// The temporal weights and bias as vectors, when running on the CPU.
-    cpu: Option<(Vec<Vec<f32>>, Vec<f32>)>,
     filters: usize,
     relu: bool,
 }
@@ -168,12 +164,11 @@ impl Ddcnn {
             temporal.push(t.contiguous()?.to_device(device)?);
         }
         let spatial = Tensor::cat(&spatial, 0)?.contiguous()?;
-        let (winograd, packed, packed_temporal, cpu) = if device.is_cpu() && config.cpu_kernels {
+        let (packed, packed_temporal) = if device.is_cpu() && config.cpu_kernels {
             let weights = temporal
                 .iter()
                 .map(|t| t.flatten_all()?.to_vec1::<f32>())
                 .collect::<Result<Vec<_>, _>>()?;
-            let u = winograd::transform_kernel(&spatial)?;
             let packed = PackedKernel::new(
                 &spatial.flatten_all()?.to_vec1::<f32>()?,
                 c_in,
@@ -181,19 +176,19 @@ impl Ddcnn {
                 winograd_tile(c_in, 8 * filters),
             );
             let shift = bias.to_vec1::<f32>()?;
-            let packed_temporal = PackedTemporal::new(&weights, &shift, &DILATIONS, filters);
-            (Some(u), packed, packed_temporal, Some((weights, shift)))
+            (
+                packed,
+                PackedTemporal::new(&weights, &shift, &DILATIONS, filters),
+            )
         } else {
-            (None, None, None, None)
+            (None, None)
         };
         Ok(Ddcnn {
             spatial: spatial.to_device(device)?,
-            winograd,
             packed,
             packed_temporal,
             temporal,
             bias: bias.to_device(device)?,
-            cpu,
             filters,
             relu,
         })
@@ -215,53 +210,36 @@ impl Ddcnn {
     }
 
     /// The CPU kernels' forward, on flat channels-last values: `x` `[B * T, H, W, C_in]` ->
-    /// `[B * T, H, W, 4F]` (the vector may be longer). `None` when the CPU kernels are off.
+    /// `[B * T, H, W, 4F]` (the vector may be longer). `None` when the CPU kernels are off
+    /// or do not fit the block's shapes.
     fn forward_cpu(
         &self,
         x: &[f32],
-        (h, w, c_in): (usize, usize, usize),
+        (h, w): (usize, usize),
         batch: usize,
         time: usize,
         scratch: &Scratch,
-    ) -> Result<Option<Vec<f32>>, ScenesError> {
-        let (Some((weights, bias)), Some(u)) = (&self.cpu, &self.winograd) else {
-            return Ok(None);
+    ) -> Option<Vec<f32>> {
+        let (Some(spatial), Some(temporal)) = (&self.packed, &self.packed_temporal) else {
+            return None;
         };
         let n = batch * time;
-        let f2 = 2 * self.filters;
-        if let (Some(spatial), Some(temporal)) = (&self.packed, &self.packed_temporal)
-            && let Some((y, out)) = avx512::ddcnn(
-                x,
-                (h, w),
-                spatial,
-                temporal,
-                self.relu,
-                batch,
-                time,
-                (
-                    scratch.take(avx512::spatial_len(spatial, temporal, n, h * w)),
-                    scratch.take(n * h * w * f2),
-                ),
-            )
-        {
-            scratch.give(y);
-            return Ok(Some(out));
-        }
-        let t = Tensor::from_slice(x, (n, h, w, c_in), &Device::Cpu)?;
-        let y = winograd::conv3x3(&t, u, 4 * f2, 1)?[0]
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let out = winograd::temporal(
-            &y,
-            weights,
-            &DILATIONS,
-            bias,
+        let (y, out) = fused::ddcnn(
+            Tier::current(),
+            x,
+            (h, w),
+            spatial,
+            temporal,
             self.relu,
             batch,
             time,
-            self.filters,
+            (
+                scratch.take(fused::spatial_len(spatial, temporal, n, h * w)),
+                scratch.take(n * h * w * 2 * self.filters),
+            ),
         )?;
-        Ok(Some(out))
+        scratch.give(y);
+        Some(out)
     }
 
     /// `x`: `[B * T, H, W, C_in]` -> `[B * T, H, W, 4F]` (the generic candle ops).
@@ -360,7 +338,7 @@ impl Stack {
             let x = last.as_deref().or(shortcut.as_deref()).unwrap_or(&input);
             // Recycled buffers can be longer than the features they hold.
             let x = &x[..n * h * w * c];
-            let Some(y) = block.forward_cpu(x, (h, w, c), batch, time, scratch)? else {
+            let Some(y) = block.forward_cpu(x, (h, w), batch, time, scratch) else {
                 return Ok(None);
             };
             c = 4 * block.filters;
@@ -375,7 +353,7 @@ impl Stack {
         };
         let x = last.unwrap_or_else(|| shortcut.clone());
         let len = n * h * w * c;
-        let pooled = winograd::residual_pool(&x[..len], &shortcut[..len], n, h, w, c);
+        let pooled = fused::residual_pool(&x[..len], &shortcut[..len], n, h, w, c);
         scratch.give(x);
         scratch.give(shortcut);
         Ok(Some(Tensor::from_vec(
@@ -764,7 +742,7 @@ fn l2_normalize(x: &Tensor) -> Result<Tensor, ScenesError> {
     Ok(x.broadcast_div(&norm)?)
 }
 
-/// Winograd tile for the AVX-512 kernels: direct convolution (1) for a few input channels
+/// Winograd tile for the CPU kernels: direct convolution (1) for a few input channels
 /// (the transforms would cost more than the multiplies they save), F(4x4, 3x3) (2.25
 /// multiplies per output instead of 4) while its 36 transformed kernels stay within a few
 /// MiB of cache, else F(2x2, 3x3).

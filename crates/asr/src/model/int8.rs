@@ -5,8 +5,11 @@
 //! On CPUs with AVX-512 VNNI the products are `vpdpbusd`: 64 multiply-adds per instruction,
 //! four times the f32 FMA rate, and a quarter of the weight bytes to read in a decoder step.
 //! `vpdpbusd` multiplies unsigned by signed bytes, so a row of activations is stored as
-//! `q + 128` and `128 * Σ w` is taken off each column afterwards. Other CPUs run the same
-//! integer arithmetic in portable code, so both give identical results.
+//! `q + 128` and `128 * Σ w` is taken off each column afterwards. With AVX2 (no VNNI) the
+//! products are `vpmaddubsw` + `vpmaddwd` on `|q|` and the weights signed by `q`, as
+//! CTranslate2 and oneDNN do there: `|q| <= 127` keeps each pair's sum under `vpmaddubsw`'s
+//! i16 saturation. Other CPUs run the same integer arithmetic in portable code; every tier
+//! gives identical results.
 //!
 //! Weights are packed in the order `vpdpbusd` consumes them: `[n / 16][k / 4][16][4]`, one
 //! 64-byte vector holding 4 consecutive inputs of 16 output columns, so a broadcast of 4
@@ -14,9 +17,8 @@
 //! needed.
 
 use candle_core::{DType, Tensor};
+use mica_kernels::{SharedMut, Tier};
 use rayon::prelude::*;
-
-use super::ops::OutPtr;
 
 /// Output columns per packed panel (one 512-bit vector of i32).
 const LANES: usize = 16;
@@ -28,23 +30,11 @@ const TILE_ROWS: usize = 6;
 /// 64-column slice of the weights, which stays in L2.
 const TASK_ROWS: usize = 96;
 
-/// Whether the AVX-512 VNNI kernel can run here.
-fn has_vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Whether int8 products run at full speed on this CPU (AVX-512 VNNI). Without it they are
-/// still exact but portable code, fine for a decoder step and slow for an encoder.
+/// Whether int8 products beat the f32 GEMM on a compute-bound product at the current tier
+/// (AVX-512 VNNI). Without VNNI they are exact and fast where memory bounds the product (a
+/// decoder step), but no faster than f32 FMAs on an encoder's 1500 rows.
 pub fn fast_int8() -> bool {
-    has_vnni()
+    Tier::current().has(Tier::Vnni)
 }
 
 /// `[n, k]` linear weights in int8 with one scale per output row, packed for the kernel,
@@ -163,8 +153,8 @@ impl Int8Weight {
         let cols = LANES * PANELS;
         let col_tasks = self.np.div_ceil(cols);
         let row_tasks = m.div_ceil(TASK_ROWS);
-        let out_ptr = OutPtr(out.as_mut_ptr());
-        let vnni = has_vnni();
+        let out_ptr = SharedMut::new(out);
+        let tier = Tier::current();
         (0..col_tasks * row_tasks).into_par_iter().for_each(|t| {
             let (rt, ct) = (t / col_tasks, t % col_tasks);
             let r0 = rt * TASK_ROWS;
@@ -176,13 +166,16 @@ impl Int8Weight {
                 let rows = (r1 - r).min(TILE_ROWS);
                 // SAFETY: tasks cover disjoint (row range, column slice) blocks of `out`,
                 // and `tile` writes only rows r..r+rows, columns of panels p0..p1 below n.
-                unsafe { self.tile(xq, sx, r, rows, p0, p1, out_ptr, vnni) };
+                unsafe { self.tile(xq, sx, r, rows, p0, p1, out_ptr, tier) };
                 r += rows;
             }
         });
     }
 
-    /// One micro-tile: `rows` (<= 6) rows from `r`, panels `p0..p1` (<= 4).
+    /// One micro-tile: `rows` (<= 6) rows from `r`, panels `p0..p1` (<= 4), at `tier`.
+    ///
+    /// # Safety
+    /// `out` is `[m, n]` with `r + rows <= m`, and no other task writes this tile's block.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         &self,
@@ -192,35 +185,21 @@ impl Int8Weight {
         rows: usize,
         p0: usize,
         p1: usize,
-        out: OutPtr,
-        vnni: bool,
+        out: SharedMut<f32>,
+        tier: Tier,
     ) {
         let mut acc = [[0i32; LANES * PANELS]; TILE_ROWS];
         let x = &xq[r * self.kp..(r + rows) * self.kp];
         let w = &self.packed[p0 * self.kp * LANES..p1 * self.kp * LANES];
         let panels = p1 - p0;
-        #[cfg(target_arch = "x86_64")]
-        if vnni {
-            // SAFETY: the CPU has AVX-512F and VNNI; slices are sized for the tile.
-            unsafe { vnni::tile(x, w, self.kp, rows, panels, &mut acc) };
-        } else if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
-            unsafe { avx2_tile(x, w, self.kp, rows, panels, &mut acc) };
-        } else {
-            portable_tile(x, w, self.kp, rows, panels, &mut acc);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = vnni;
-            portable_tile(x, w, self.kp, rows, panels, &mut acc);
-        }
+        let comp = &self.comp[p0 * LANES..p1 * LANES];
+        int8_tile(tier, x, w, comp, self.kp, rows, panels, &mut acc);
         let c0 = p0 * LANES;
         let c1 = (p1 * LANES).min(self.n);
         for (i, a) in acc.iter().enumerate().take(rows) {
             let s = sx[r + i];
             // SAFETY: row r + i < m and columns c0..c1 < n lie inside `out` ([m, n]).
-            let dst =
-                unsafe { std::slice::from_raw_parts_mut(out.at((r + i) * self.n + c0), c1 - c0) };
+            let dst = unsafe { out.slice((r + i) * self.n + c0, c1 - c0) };
             for (jj, d) in dst.iter_mut().enumerate() {
                 let j = c0 + jj;
                 *d = (a[jj] - self.comp[j]) as f32 * (self.scale[j] * s) + self.bias[j];
@@ -258,21 +237,38 @@ fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize) -> (Vec<u8>, Vec<f32>
     (q, s)
 }
 
-/// [`portable_tile`] compiled for AVX2 (about 3x the baseline build), for CPUs without VNNI.
-///
-/// # Safety
-/// The CPU must have AVX2 (the body is safe code, compiled for it).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn avx2_tile(
+/// `acc[r][c] = Σ_i x[r][i] w[c][i]` (`x` the stored `q + 128` bytes, so each sum carries
+/// the column's `comp` offset, which every tier reproduces) for `rows` rows and `panels`
+/// panels of 16 columns, with the kernel of `tier` (lowered to what the CPU has).
+#[allow(clippy::too_many_arguments)]
+fn int8_tile(
+    tier: Tier,
     x: &[u8],
     w: &[i8],
+    comp: &[i32],
     kp: usize,
     rows: usize,
     panels: usize,
     acc: &mut [[i32; LANES * PANELS]; TILE_ROWS],
 ) {
-    portable_tile(x, w, kp, rows, panels, acc)
+    assert!(rows <= TILE_ROWS && panels <= PANELS);
+    assert!(x.len() >= rows * kp && w.len() >= panels * kp * LANES && comp.len() >= panels * LANES);
+    let tier = tier.min(Tier::hardware());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if tier.has(Tier::Vnni) {
+            // SAFETY: the CPU has AVX-512F and VNNI; the slices' sizes were checked above.
+            unsafe { vnni::tile(x, w, kp, rows, panels, acc) };
+            return;
+        }
+        if tier.has(Tier::Avx2) {
+            // SAFETY: the CPU has AVX2; the slices' sizes were checked above.
+            unsafe { avx2::tile(x, w, comp, kp, rows, panels, acc) };
+            return;
+        }
+    }
+    let _ = (tier, comp);
+    portable_tile(x, w, kp, rows, panels, acc);
 }
 
 /// The tile in portable code: the same sums as `vpdpbusd`, exactly.
@@ -300,6 +296,106 @@ fn portable_tile(
                         .map(|(&u, &v)| i32::from(u) * i32::from(v))
                         .sum::<i32>();
                 }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{LANES, PANELS, TILE_ROWS};
+
+    /// Rows of one register block: 4 rows x 2 registers (a panel's 16 columns) of i32
+    /// accumulators, with the two weight registers, the activations and the constants,
+    /// within AVX2's 16 registers.
+    const BLOCK_ROWS: usize = 4;
+
+    /// The tile panel by panel, `BLOCK_ROWS` rows at a time.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `x` holds `rows` rows of `kp` bytes, `w` `panels` panels of
+    /// `kp * 16` bytes and `comp` `panels * 16` offsets; `rows <= 6`, `panels <= 4`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn tile(
+        x: &[u8],
+        w: &[i8],
+        comp: &[i32],
+        kp: usize,
+        rows: usize,
+        panels: usize,
+        acc: &mut [[i32; LANES * PANELS]; TILE_ROWS],
+    ) {
+        debug_assert!(x.len() >= rows * kp && w.len() >= panels * kp * LANES);
+        for p in 0..panels {
+            let mut r = 0;
+            while r < rows {
+                let n = (rows - r).min(BLOCK_ROWS);
+                let (xr, wp) = (&x[r * kp..], &w[p * kp * LANES..]);
+                let (cp, col) = (&comp[p * LANES..], p * LANES);
+                // SAFETY (every arm): the caller's guarantees, for rows r.. and panel p.
+                unsafe {
+                    match n {
+                        4 => block::<4>(xr, wp, cp, kp, &mut acc[r..], col),
+                        3 => block::<3>(xr, wp, cp, kp, &mut acc[r..], col),
+                        2 => block::<2>(xr, wp, cp, kp, &mut acc[r..], col),
+                        _ => block::<1>(xr, wp, cp, kp, &mut acc[r..], col),
+                    }
+                }
+                r += n;
+            }
+        }
+    }
+
+    /// `R` rows of one panel: per group of 4 inputs, two weight loads and per row a
+    /// broadcast, `|q|`, and per register `vpsignb`, `vpmaddubsw`, `vpmaddwd`, `vpaddd`.
+    /// The accumulators start at the columns' `comp` so the sums match `vpdpbusd`'s.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn block<const R: usize>(
+        x: &[u8],
+        w: &[i8],
+        comp: &[i32],
+        kp: usize,
+        acc: &mut [[i32; LANES * PANELS]],
+        col: usize,
+    ) {
+        let xp = x.as_ptr();
+        let wp = w.as_ptr();
+        let ones = _mm256_set1_epi16(1);
+        // SAFETY: comp holds the panel's 16 offsets (the caller).
+        let c = unsafe {
+            [
+                _mm256_loadu_si256(comp.as_ptr().cast()),
+                _mm256_loadu_si256(comp.as_ptr().add(8).cast()),
+            ]
+        };
+        let mut a = [c; R];
+        for g in 0..kp / 4 {
+            // SAFETY: group g of the panel lies inside `w` (kp / 4 groups of 64 bytes).
+            let (w0, w1) = unsafe {
+                (
+                    _mm256_loadu_si256(wp.add(g * 64).cast()),
+                    _mm256_loadu_si256(wp.add(g * 64 + 32).cast()),
+                )
+            };
+            for (r, ar) in a.iter_mut().enumerate() {
+                // SAFETY: row r, bytes 4g..4g+4 lie inside `x` (r < R rows of kp).
+                let xv = unsafe { (xp.add(r * kp + g * 4) as *const i32).read_unaligned() };
+                // q + 128 back to q, four bytes broadcast to every column.
+                let q = _mm256_set1_epi32(xv ^ 0x8080_8080_u32 as i32);
+                let aq = _mm256_abs_epi8(q);
+                let p0 = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(w0, q));
+                let p1 = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(w1, q));
+                ar[0] = _mm256_add_epi32(ar[0], _mm256_madd_epi16(p0, ones));
+                ar[1] = _mm256_add_epi32(ar[1], _mm256_madd_epi16(p1, ones));
+            }
+        }
+        for (r, ar) in a.iter().enumerate() {
+            for (j, &v) in ar.iter().enumerate() {
+                // SAFETY: 8 i32 at col + 8j lie inside the accumulator row of 64.
+                unsafe { _mm256_storeu_si256(acc[r][col + 8 * j..].as_mut_ptr().cast(), v) };
             }
         }
     }
@@ -470,35 +566,39 @@ mod tests {
         Ok(())
     }
 
+    /// Every tier this CPU runs gives the portable tile's integers, for every tile shape,
+    /// on extreme values (weights and activations at ±127, where `vpmaddubsw` would
+    /// saturate without the sign trick).
     #[test]
-    fn portable_avx2_and_vnni_agree() {
-        if !has_vnni() {
-            return;
-        }
+    fn every_tier_gives_the_same_integers() {
         let (n, k, m) = (70usize, 100usize, 9usize);
         let dev = Device::Cpu;
-        let w = Tensor::from_vec(values(n * k, 3), (n, k), &dev).unwrap();
+        let mut wv = values(n * k, 3);
+        let mut xv = values(m * k, 5);
+        for (i, v) in wv.iter_mut().enumerate().step_by(3) {
+            *v = if i % 2 == 0 { 1.0 } else { -1.0 };
+        }
+        for (i, v) in xv.iter_mut().enumerate().step_by(2) {
+            *v = if i % 4 == 0 { 1.0 } else { -1.0 };
+        }
+        let w = Tensor::from_vec(wv, (n, k), &dev).unwrap();
         let q = Int8Weight::quantize(&w, None).unwrap();
-        let (xq, _) = quantize_rows(&values(m * k, 5), m, k, q.kp);
+        let (xq, _) = quantize_rows(&xv, m, k, q.kp);
+        let tiers: Vec<Tier> = Tier::ALL
+            .into_iter()
+            .filter(|t| *t <= Tier::hardware())
+            .collect();
         for rows in 1..=TILE_ROWS {
             for panels in 1..=PANELS.min(q.np / LANES) {
-                let mut a = [[0i32; LANES * PANELS]; TILE_ROWS];
-                let mut b = [[0i32; LANES * PANELS]; TILE_ROWS];
+                let mut want = [[0i32; LANES * PANELS]; TILE_ROWS];
                 let wv = &q.packed[..panels * q.kp * LANES];
-                portable_tile(&xq, wv, q.kp, rows, panels, &mut a);
-                // SAFETY: checked above that the CPU has VNNI.
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    vnni::tile(&xq, wv, q.kp, rows, panels, &mut b)
-                };
-                assert_eq!(a, b, "rows {rows} panels {panels}");
-                let mut c = [[0i32; LANES * PANELS]; TILE_ROWS];
-                // SAFETY: a CPU with AVX-512 VNNI has AVX2.
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    avx2_tile(&xq, wv, q.kp, rows, panels, &mut c)
-                };
-                assert_eq!(a, c, "avx2: rows {rows} panels {panels}");
+                let comp = &q.comp[..panels * LANES];
+                portable_tile(&xq, wv, q.kp, rows, panels, &mut want);
+                for &tier in &tiers {
+                    let mut got = [[0i32; LANES * PANELS]; TILE_ROWS];
+                    int8_tile(tier, &xq, wv, comp, q.kp, rows, panels, &mut got);
+                    assert_eq!(want, got, "{tier}: rows {rows} panels {panels}");
+                }
             }
         }
     }

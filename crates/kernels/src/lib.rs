@@ -1,0 +1,16 @@
+//! CPU kernels shared by mica's model crates, with no candle dependency.
+//!
+//! - [`Tier`]: the instruction-set tier the kernels run at, detected once per process and
+//!   lowered on request (`MICA_CPU_TIER=portable|avx2|avx512|vnni`), so that tests and
+//!   benches exercise every path on any machine.
+//! - [`simd`]: one vector interface ([`simd::Simd`]) with an AVX-512, an AVX2+FMA and a
+//!   portable implementation, so a kernel is written once and compiled per tier.
+//! - [`SharedMut`]: a pointer that parallel tasks write disjoint parts of one buffer through.
+#![deny(missing_docs)]
+
+mod shared;
+pub mod simd;
+mod tier;
+
+pub use shared::SharedMut;
+pub use tier::{TIER_ENV, Tier, TierError};

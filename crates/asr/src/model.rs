@@ -446,9 +446,9 @@ impl Whisper {
             path: &path,
             device: device.clone(),
             precision,
-            // On the CPU the encoder is int8 only where VNNI makes its compute-bound
-            // 1500-row products faster than the f32 GEMM; the decoder's memory-bound
-            // few-row steps gain from int8 weights everywhere.
+            // On the CPU the encoder is int8 only where the int8 kernels (AVX2, VNNI) make
+            // its compute-bound 1500-row products faster than the f32 GEMM; the decoder's
+            // memory-bound few-row steps gain from int8 weights everywhere.
             quantize: std::cell::Cell::new(
                 precision.is_quantized() && (!device.is_cpu() || int8::fast_int8()),
             ),

@@ -249,6 +249,7 @@ fn recur_host(
     let h4 = w.cols();
     let input = inputs.w.rows();
     let per_seq = t * stride;
+    let tier = mica_kernels::Tier::current();
     par_granules(out, per_seq, |at_float, run| {
         // All of this thread's sequences advance together, panel by panel: one panel of
         // the recurrent weights serves every group while it is in cache (the 256-unit
@@ -292,142 +293,17 @@ fn recur_host(
                 }
                 for j in 0..seqs {
                     let hj = &mut h[j * hidden..(j + 1) * hidden];
-                    cell_host(&g[j * h4..(j + 1) * h4], &mut c[j * hidden..], hj);
+                    mica_kernels::lstm_cell(
+                        tier,
+                        &g[j * h4..(j + 1) * h4],
+                        &mut c[j * hidden..],
+                        hj,
+                    );
                     run[(j * t + a + i) * stride + offset..][..hidden].copy_from_slice(hj);
                 }
             }
         }
     });
-}
-
-/// The cell update from gate pre-activations `g` (`[4 * H]`, order i, f, g, o): `c` and
-/// `h` (`H` each) in place.
-fn cell_host(g: &[f32], c: &mut [f32], h: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::is_x86_feature_detected as has;
-        if has!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            unsafe { cell_avx512(g, c, h) };
-            return;
-        }
-        if has!("avx2") && has!("fma") {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            unsafe { cell_avx2(g, c, h) };
-            return;
-        }
-    }
-    cell_body(g, c, h);
-}
-
-/// [`cell_body`] compiled for AVX2 and FMA (CPUs without AVX-512).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn cell_avx2(g: &[f32], c: &mut [f32], h: &mut [f32]) {
-    cell_body(g, c, h);
-}
-
-/// [`cell_body`] in AVX-512 intrinsics, 16 units at a time (the compiler's version of the
-/// scalar code keeps parts scalar: `as i32` saturation and NaN-aware clamps).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn cell_avx512(g: &[f32], c: &mut [f32], h: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let hidden = h.len();
-    assert!(g.len() >= 4 * hidden && c.len() >= hidden);
-    // e^x as 2^n * p(r) (the same polynomial as `fast_exp`), scaled by `vscalefps`.
-    let exp = |x: __m512| {
-        let x = _mm512_max_ps(
-            _mm512_min_ps(x, _mm512_set1_ps(88.0)),
-            _mm512_set1_ps(-87.0),
-        );
-        let n =
-            _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
-                x,
-                _mm512_set1_ps(std::f32::consts::LOG2_E),
-                _mm512_set1_ps(0.5),
-            ));
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
-        let mut p = _mm512_set1_ps(1.0 / 5040.0);
-        for k in [720.0f32, 120.0, 24.0, 6.0, 2.0, 1.0, 1.0] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0 / k));
-        }
-        _mm512_scalef_ps(p, n)
-    };
-    let one = _mm512_set1_ps(1.0);
-    let sigmoid = |x: __m512| {
-        _mm512_div_ps(
-            one,
-            _mm512_add_ps(one, exp(_mm512_sub_ps(_mm512_setzero_ps(), x))),
-        )
-    };
-    let tanh = |x: __m512| _mm512_fmsub_ps(_mm512_set1_ps(2.0), sigmoid(_mm512_add_ps(x, x)), one);
-    for u in (0..hidden).step_by(16) {
-        let live = (hidden - u).min(16);
-        let m: __mmask16 = ((1u32 << live) - 1) as __mmask16;
-        // SAFETY: every access is masked to `live` lanes from `u`, inside the slices
-        // (asserted above).
-        unsafe {
-            let at = |s: &[f32], k: usize| _mm512_maskz_loadu_ps(m, s.as_ptr().add(k * hidden + u));
-            let i = sigmoid(at(g, 0));
-            let f = sigmoid(at(g, 1));
-            let gg = tanh(at(g, 2));
-            let o = sigmoid(at(g, 3));
-            let cu = _mm512_fmadd_ps(
-                f,
-                _mm512_maskz_loadu_ps(m, c.as_ptr().add(u)),
-                _mm512_mul_ps(i, gg),
-            );
-            _mm512_mask_storeu_ps(c.as_mut_ptr().add(u), m, cu);
-            _mm512_mask_storeu_ps(h.as_mut_ptr().add(u), m, _mm512_mul_ps(o, tanh(cu)));
-        }
-    }
-}
-
-#[inline(always)]
-fn cell_body(g: &[f32], c: &mut [f32], h: &mut [f32]) {
-    let hidden = h.len();
-    let (gi, rest) = g.split_at(hidden);
-    let (gf, rest) = rest.split_at(hidden);
-    let (gg, go) = rest.split_at(hidden);
-    // Branch-free gate math over slices, so it vectorises.
-    for u in 0..hidden {
-        let i = fast_sigmoid(gi[u]);
-        let f = fast_sigmoid(gf[u]);
-        let g = fast_tanh(gg[u]);
-        let o = fast_sigmoid(go[u]);
-        let cu = f * c[u] + i * g;
-        c[u] = cu;
-        h[u] = o * fast_tanh(cu);
-    }
-}
-
-/// `e^x` to about 2e-7 relative error, branch-free (vectorises): `2^n * e^r` with
-/// `|r| <= ln(2) / 2` and a degree-7 Taylor polynomial for `e^r`.
-#[inline(always)]
-fn fast_exp(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
-    // ln 2 split in two so n * ln 2 is exact enough.
-    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    f32::from_bits(((n as i32 + 127) << 23) as u32) * p
-}
-
-#[inline(always)]
-fn fast_sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + fast_exp(-x))
-}
-
-#[inline(always)]
-fn fast_tanh(x: f32) -> f32 {
-    2.0 / (1.0 + fast_exp(-2.0 * x)) - 1.0
 }
 
 /// A tensor of `vb` with its shape checked, so a wrong file fails with a named tensor.
@@ -460,25 +336,6 @@ pub(crate) fn get(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fast_math_is_accurate() {
-        let mut worst = (0.0f32, 0.0f32, 0.0f32);
-        for i in -20_000..=20_000 {
-            let x = i as f32 * 1e-3;
-            let e = (fast_exp(x) - x.exp()).abs() / x.exp();
-            let s = (fast_sigmoid(x) - 1.0 / (1.0 + (-x).exp())).abs();
-            let t = (fast_tanh(x) - x.tanh()).abs();
-            worst = (worst.0.max(e), worst.1.max(s), worst.2.max(t));
-        }
-        assert!(
-            worst.0 < 1e-6 && worst.1 < 1e-6 && worst.2 < 1e-6,
-            "{worst:?}"
-        );
-        assert!(fast_sigmoid(-200.0) < 1e-30);
-        assert_eq!(fast_sigmoid(200.0), 1.0);
-        assert!((fast_tanh(50.0) - 1.0).abs() < 1e-6 && (fast_tanh(-50.0) + 1.0).abs() < 1e-6);
-    }
 
     /// The host recurrence (written at a stride and offset) against a plain recurrence in
     /// f64, for group sizes that are not whole groups and widths that are not whole panels.
@@ -542,36 +399,6 @@ mod tests {
                     }
                 }
             }
-        }
-    }
-
-    /// The cell update as dispatched (AVX-512 here when present) equals the portable one,
-    /// over saturating inputs and a width that is not a whole vector.
-    #[test]
-    fn cell_paths_agree() {
-        let hidden = 37;
-        let g: Vec<f32> = (0..4 * hidden)
-            .map(|i| (i as f32 * 0.77).sin() * 12.0)
-            .collect();
-        let c0: Vec<f32> = (0..hidden).map(|i| (i as f32 * 0.31).cos() * 3.0).collect();
-        let (mut c1, mut h1) = (c0.clone(), vec![0.0; hidden]);
-        let (mut c2, mut h2) = (c0.clone(), vec![0.0; hidden]);
-        cell_host(&g, &mut c1, &mut h1);
-        cell_body(&g, &mut c2, &mut h2);
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            let (mut c3, mut h3) = (c0.clone(), vec![0.0; hidden]);
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            unsafe { cell_avx2(&g, &mut c3, &mut h3) };
-            assert!(c3.iter().zip(&c2).all(|(a, b)| (a - b).abs() < 1e-6));
-            assert!(h3.iter().zip(&h2).all(|(a, b)| (a - b).abs() < 1e-6));
-        }
-        for u in 0..hidden {
-            assert!(
-                (c1[u] - c2[u]).abs() < 1e-6 && (h1[u] - h2[u]).abs() < 1e-6,
-                "unit {u}"
-            );
         }
     }
 

@@ -137,10 +137,11 @@ impl PackedMatrix {
         };
         #[cfg(target_arch = "x86_64")]
         {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") {
-                // SAFETY: the CPU has AVX-512F (checked just above); the slices' lengths
-                // were checked against the strides just before.
+            use mica_kernels::Tier;
+            let tier = Tier::current();
+            if tier.has(Tier::Avx512) {
+                // SAFETY: the CPU has AVX-512F (its tier, checked just above); the slices'
+                // lengths were checked against the strides just before.
                 unsafe {
                     match n {
                         1 => self.product_avx512::<1>(args),
@@ -153,8 +154,8 @@ impl PackedMatrix {
                 }
                 return;
             }
-            if has!("avx2") && has!("fma") {
-                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            if tier.has(Tier::Avx2) {
+                // SAFETY: the CPU has AVX2 and FMA (its tier, checked just above).
                 unsafe { self.product_fma(n, args) };
                 return;
             }
@@ -415,8 +416,7 @@ mod tests {
             }
             let mut paths = vec![("portable", vec![0.0f32; m * c])];
             #[cfg(target_arch = "x86_64")]
-            let fma = std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma");
+            let fma = mica_kernels::Tier::hardware().has(mica_kernels::Tier::Avx2);
             #[cfg(not(target_arch = "x86_64"))]
             let fma = false;
             if fma {

@@ -5,12 +5,17 @@
 //!   benches exercise every path on any machine.
 //! - [`simd`]: one vector interface ([`simd::Simd`]) with an AVX-512, an AVX2+FMA and a
 //!   portable implementation, so a kernel is written once and compiled per tier.
+//! - [`math`]: branch-free `exp`, `sigmoid`, `tanh` that loops vectorise, and
+//!   [`lstm_cell`], the LSTM cell update at every tier.
 //! - [`SharedMut`]: a pointer that parallel tasks write disjoint parts of one buffer through.
 #![deny(missing_docs)]
 
+mod lstm;
+pub mod math;
 mod shared;
 pub mod simd;
 mod tier;
 
+pub use lstm::lstm_cell;
 pub use shared::SharedMut;
 pub use tier::{TIER_ENV, Tier, TierError};

@@ -75,6 +75,21 @@ pub trait Simd: Copy + 'static {
     /// # Safety
     /// The CPU supports the tier; see [`Simd`].
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise minimum.
+    ///
+    /// # Safety
+    /// The CPU supports the tier; see [`Simd`].
+    unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
+    /// `a / b`.
+    ///
+    /// # Safety
+    /// The CPU supports the tier; see [`Simd`].
+    unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
+    /// `2^n` for lanes holding whole numbers in -126..=127.
+    ///
+    /// # Safety
+    /// The CPU supports the tier; see [`Simd`].
+    unsafe fn pow2i(n: Self::V) -> Self::V;
 }
 
 /// Portable 8-lane vectors as arrays: the compiler maps them to the build's baseline
@@ -137,6 +152,18 @@ impl Simd for Portable {
     unsafe fn max(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
         // NaN-free inputs; `if` instead of f32::max keeps the loop a plain vector max.
         std::array::from_fn(|i| if a[i] > b[i] { a[i] } else { b[i] })
+    }
+    #[inline(always)]
+    unsafe fn min(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+        std::array::from_fn(|i| if a[i] < b[i] { a[i] } else { b[i] })
+    }
+    #[inline(always)]
+    unsafe fn div(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+        std::array::from_fn(|i| a[i] / b[i])
+    }
+    #[inline(always)]
+    unsafe fn pow2i(n: [f32; 8]) -> [f32; 8] {
+        std::array::from_fn(|i| f32::from_bits(((n[i] as i32 + 127) << 23) as u32))
     }
 }
 
@@ -214,6 +241,21 @@ mod x86 {
         unsafe fn max(a: __m256, b: __m256) -> __m256 {
             unsafe { _mm256_max_ps(a, b) }
         }
+        #[inline(always)]
+        unsafe fn min(a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_min_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn div(a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_div_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn pow2i(n: __m256) -> __m256 {
+            unsafe {
+                let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+                _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e))
+            }
+        }
     }
 
     /// AVX-512F: 16-lane `__m512` registers, mask registers for tails.
@@ -274,6 +316,18 @@ mod x86 {
         #[inline(always)]
         unsafe fn max(a: __m512, b: __m512) -> __m512 {
             unsafe { _mm512_max_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn min(a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_min_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn div(a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_div_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn pow2i(n: __m512) -> __m512 {
+            unsafe { _mm512_scalef_ps(_mm512_set1_ps(1.0), n) }
         }
     }
 }
@@ -345,6 +399,14 @@ mod tests {
             S::store(out.as_mut_ptr(), S::max(S::sub(va, vb), S::zero()));
             for i in 0..S::LANES {
                 assert_eq!(out[i], (a[i] - b[i]).max(0.0));
+            }
+            S::store(out.as_mut_ptr(), S::div(S::min(va, vb), S::splat(2.0)));
+            for i in 0..S::LANES {
+                assert_eq!(out[i], a[i].min(b[i]) / 2.0);
+            }
+            for n in [-126.0f32, -3.0, 0.0, 5.0, 127.0] {
+                S::store(out.as_mut_ptr(), S::pow2i(S::splat(n)));
+                assert_eq!(out[0], 2f32.powi(n as i32), "2^{n}");
             }
             for n in 0..=S::LANES {
                 let mut dst = vec![-9.0f32; S::LANES + 1];

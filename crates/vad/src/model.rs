@@ -315,14 +315,12 @@ impl RateNet {
                 *gj += hk * wj;
             }
         }
-        for j in 0..HIDDEN {
-            let i = sigmoid(g[j]);
-            let f = sigmoid(g[HIDDEN + j]);
-            let gg = g[2 * HIDDEN + j].tanh();
-            let o = sigmoid(g[3 * HIDDEN + j]);
-            c[j] = f * c[j] + i * gg;
-            h[j] = o * c[j].tanh();
-        }
+        mica_kernels::lstm_cell(
+            mica_kernels::Tier::current(),
+            g,
+            &mut c[..HIDDEN],
+            &mut h[..HIDDEN],
+        );
         true
     }
 
@@ -462,10 +460,6 @@ impl SileroVad {
     ) -> Result<(Tensor, Tensor), VadError> {
         self.net(rate).forward(input, state)
     }
-}
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 /// A tensor of `vb` with its shape checked, so a wrong file fails with a named tensor.

@@ -18,7 +18,9 @@ use std::cell::RefCell;
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::ops::{self, OutPtr};
+use mica_kernels::SharedMut;
+
+use super::ops;
 
 /// Queries per task.
 const QUERY_BLOCK: usize = 128;
@@ -78,7 +80,7 @@ pub fn cross_attention_step(q: &Tensor, kt: &Tensor, v: &Tensor) -> candle_core:
         let qs = cpu_data(&qg, ql, rows * d)?;
         let ks = cpu_data(&kg, kl, items * heads * dh * t)?;
         let vs = cpu_data(&vg, vl, items * heads * t * dh)?;
-        let dst = OutPtr(out.as_mut_ptr());
+        let dst = SharedMut::new(&mut out);
         ks.par_chunks(dh * t)
             .zip(vs.par_chunks(t * dh))
             .enumerate()
@@ -180,7 +182,7 @@ pub fn self_attention_step(
 /// `o = Σ_j p[j] v[j]` over rows `v[j]` of `dh`.
 fn self_values(p: &[f32], v: &[f32], o: &mut [f32], dh: usize) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if ops::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA.
         unsafe { avx2::self_values(p, v, o, dh) };
         return;
@@ -222,7 +224,7 @@ struct Head<'a> {
 /// One head of [`cross_attention_step`]; `s` is `[n, t]` scratch, `o` `[n, dh]`.
 fn step_head(h: &Head, s: &mut [f32], o: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if ops::has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA.
         unsafe { avx2::step_head(h, s, o) };
         return;
@@ -349,7 +351,7 @@ pub fn encoder_attention(qkv: &Tensor, heads: usize) -> candle_core::Result<Tens
         };
         let src = &c.as_slice::<f32>()?[l.start_offset()..l.start_offset() + b * t * d3];
         let blocks = t.div_ceil(QUERY_BLOCK);
-        let dst = OutPtr(out.as_mut_ptr());
+        let dst = SharedMut::new(&mut out);
         (0..b * heads * blocks).into_par_iter().for_each(|task| {
             let (item, rest) = (task / (heads * blocks), task % (heads * blocks));
             let (h, blk) = (rest / blocks, rest % blocks);

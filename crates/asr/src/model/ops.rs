@@ -10,52 +10,16 @@
 //! candle's own ops.
 
 use candle_core::{CpuStorage, CustomOp1, DType, InplaceOp1, Layout, Shape, Tensor};
+use mica_kernels::math::exp;
 use rayon::prelude::*;
-
-/// Pointer that rayon tasks write disjoint blocks of one output through.
-#[derive(Clone, Copy)]
-pub(super) struct OutPtr(pub(super) *mut f32);
-// SAFETY: users hand each task a block of the output that no other task writes.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The pointer `offset` elements in (a method, so closures capture the `Send`
-    /// wrapper, not the raw field).
-    pub(super) fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: callers stay inside the output allocation.
-        unsafe { self.0.add(offset) }
-    }
-}
 
 /// Rows at or below which a linear layer uses [`small_matmul`] instead of candle's GEMM.
 pub const SMALL_M: usize = 16;
 
-/// Whether the AVX2 + FMA versions can run here.
+/// Whether the AVX2 + FMA versions run here (the CPU's tier, `MICA_CPU_TIER` lowers it).
 #[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-}
-
-/// `exp(x)` for `x <= 0` (softmax after subtracting the maximum), relative error ~2e-7.
-/// Branch-free so that loops over it vectorise: Cody-Waite reduction `x = n ln2 + t`,
-/// `|t| <= ln2 / 2`, a degree-6 Taylor polynomial, and `2^n` built from its bits.
-#[inline(always)]
-fn exp_neg(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Below -87 the result is under f32's normal range: flush to (almost) zero.
-    let x = x.max(-87.0);
-    // Round to nearest with the 1.5 * 2^23 trick (vectorises, unlike f32::round).
-    let n = (x * LOG2E + 12_582_912.0) - 12_582_912.0;
-    let t = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + t * (1.0
-            + t * (0.5
-                + t * (1.0 / 6.0 + t * (1.0 / 24.0 + t * (1.0 / 120.0 + t * (1.0 / 720.0))))));
-    let bits = ((n as i32 + 127) as u32) << 23;
-    p * f32::from_bits(bits)
+pub(super) fn has_avx2_fma() -> bool {
+    mica_kernels::Tier::current().has(mica_kernels::Tier::Avx2)
 }
 
 /// `erf(x)`, absolute error < 5e-7 (Abramowitz & Stegun 7.1.26 on `|x|`, sign restored).
@@ -66,7 +30,7 @@ fn erf(x: f32) -> f32 {
     let poly = t
         * (0.254_829_6
             + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let y = 1.0 - poly * exp_neg(-a * a);
+    let y = 1.0 - poly * exp(-a * a);
     y.copysign(x)
 }
 
@@ -102,13 +66,13 @@ fn softmax_in_place_impl(buf: &mut [f32], dim: usize) {
         let mut dc = d.chunks_exact_mut(8);
         for o in &mut dc {
             for k in 0..8 {
-                o[k] = exp_neg(o[k] - max);
+                o[k] = exp(o[k] - max);
                 acc[k] += o[k];
             }
         }
         let mut sum: f32 = acc.iter().sum();
         for o in dc.into_remainder() {
-            *o = exp_neg(*o - max);
+            *o = exp(*o - max);
             sum += *o;
         }
         let inv = 1.0 / sum;
@@ -124,10 +88,10 @@ fn sum_exp_impl(x: &[f32], max: f32) -> f32 {
     let mut it = x.chunks_exact(8);
     for c in &mut it {
         for k in 0..8 {
-            acc[k] += exp_neg(c[k] - max);
+            acc[k] += exp(c[k] - max);
         }
     }
-    let tail: f32 = it.remainder().iter().map(|&v| exp_neg(v - max)).sum();
+    let tail: f32 = it.remainder().iter().map(|&v| exp(v - max)).sum();
     acc.iter().sum::<f32>() + tail
 }
 
@@ -459,7 +423,7 @@ mod tests {
         let mut worst = 0.0f32;
         for i in 0..20_000 {
             let x = -87.0 * i as f32 / 20_000.0;
-            let (a, b) = (exp_neg(x), x.exp());
+            let (a, b) = (exp(x), x.exp());
             worst = worst.max(((a - b) / b).abs());
         }
         assert!(worst < 5e-7, "exp relative error {worst}");

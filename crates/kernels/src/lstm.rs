@@ -81,8 +81,8 @@ unsafe fn exp<S: Simd>(x: S::V) -> S::V {
         );
         let r = S::fmadd(n, c(-0.693_145_75), x);
         let r = S::fmadd(n, c(-1.428_606_8e-6), r);
-        let mut p = c(1.0 / 5040.0);
-        for k in [720.0f32, 120.0, 24.0, 6.0, 2.0, 1.0, 1.0] {
+        let mut p = c(1.0 / 720.0);
+        for k in [120.0f32, 24.0, 6.0, 2.0, 1.0, 1.0] {
             p = S::fmadd(p, r, c(1.0 / k));
         }
         S::mul(p, S::pow2i(n))

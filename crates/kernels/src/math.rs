@@ -2,7 +2,7 @@
 //! 2e-7, where libm's calls (one per element) cost more than the products around them.
 
 /// `e^x` to about 2e-7 relative error for `x` in -87..88 (clamped outside: 0-ish below,
-/// `e^88` above). Cody-Waite reduction `x = n ln 2 + r`, `|r| <= ln 2 / 2`, a degree-7
+/// `e^88` above). Cody-Waite reduction `x = n ln 2 + r`, `|r| <= ln 2 / 2`, a degree-6
 /// Taylor polynomial for `e^r`, and `2^n` built from its bits. `n` is rounded with the
 /// `1.5 * 2^23` trick, since `f32::round` and `floor` are library calls on the baseline
 /// x86-64 target and would stop the loop vectorising.
@@ -19,9 +19,7 @@ pub fn exp(x: f32) -> f32 {
     let p = 1.0
         + r * (1.0
             + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     f32::from_bits(((n as i32 + 127) << 23) as u32) * p
 }
 

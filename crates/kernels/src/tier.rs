@@ -158,4 +158,19 @@ mod tests {
     fn current_never_exceeds_the_hardware() {
         assert!(Tier::current() <= Tier::hardware());
     }
+
+    /// A forced tier (CI runs the model tests again with `MICA_CPU_TIER=avx2`) is the one
+    /// the kernels run at, so such a run cannot pass on the wrong path unnoticed.
+    #[test]
+    fn current_is_the_forced_tier() {
+        let Some(asked) = std::env::var(TIER_ENV)
+            .ok()
+            .and_then(|v| v.parse::<Tier>().ok())
+        else {
+            return;
+        };
+        if asked <= Tier::hardware() {
+            assert_eq!(Tier::current(), asked);
+        }
+    }
 }

@@ -17,8 +17,8 @@ use rustfft::{Fft, FftPlanner};
 
 use crate::DiarizeError;
 use crate::lstm::{LstmLayer, get};
-use crate::packed::par_granules;
 use crate::segmentation::{open_weights, with_path};
+use crate::threads::par_granules;
 
 /// Mel bands.
 pub const MEL_BANDS: usize = 40;

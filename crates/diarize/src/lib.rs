@@ -32,9 +32,9 @@ pub mod der;
 pub mod embedding;
 mod error;
 mod lstm;
-mod packed;
 pub mod pipeline;
 pub mod segmentation;
+mod threads;
 
 pub use attach::{AttachOptions, attach_speakers};
 pub use clustering::Method;

@@ -9,7 +9,8 @@ use candle_core::{D, DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::DiarizeError;
-use crate::packed::{MAX_ROWS, PackedMatrix, par_granules};
+use crate::threads::par_granules;
+use mica_kernels::{MAX_ROWS, PackedMatrix};
 
 /// Sequences whose recurrences are updated together on the CPU: each panel of the
 /// recurrent weights is loaded once for all of them.

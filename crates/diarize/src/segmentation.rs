@@ -23,7 +23,8 @@ use candle_nn::VarBuilder;
 
 use crate::DiarizeError;
 use crate::lstm::{LstmLayer, get};
-use crate::packed::{MAX_ROWS, PackedMatrix, par_granules};
+use crate::threads::par_granules;
+use mica_kernels::{MAX_ROWS, PackedMatrix};
 
 /// Samples per second the network runs at.
 pub const SAMPLE_RATE: usize = 16_000;

@@ -7,15 +7,19 @@
 //!   portable implementation, so a kernel is written once and compiled per tier.
 //! - [`math`]: branch-free `exp`, `sigmoid`, `tanh` that loops vectorise, and
 //!   [`lstm_cell`], the LSTM cell update at every tier.
+//! - [`PackedMatrix`]: weights packed once in panels of 64 columns and a register-blocked
+//!   product of a few rows against them, at every tier.
 //! - [`SharedMut`]: a pointer that parallel tasks write disjoint parts of one buffer through.
 #![deny(missing_docs)]
 
 mod lstm;
 pub mod math;
+mod packed;
 mod shared;
 pub mod simd;
 mod tier;
 
 pub use lstm::lstm_cell;
+pub use packed::{MAX_ROWS, PANEL, PackedMatrix, panel_product};
 pub use shared::SharedMut;
 pub use tier::{TIER_ENV, Tier, TierError};

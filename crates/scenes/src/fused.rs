@@ -5,10 +5,8 @@
 //!   0, ±1, ±2, ∞) or F(2x2, 3x3) (4 per output, for the layers whose 36 transformed kernels
 //!   would not stay in cache), or directly for the 3-channel input layer. Input transform,
 //!   products and output transform are fused per block of tiles, so the transformed tiles
-//!   stay in the core's L2; the products use a 6-row register-blocked microkernel over
-//!   kernels packed once at load time in panels of 64 output channels (one pass of four
-//!   16-lane registers per row with AVX-512, four passes of two 8-lane registers with AVX2,
-//!   whose 16 registers hold no more).
+//!   stay in the core's L2; the products are `mica_kernels::panel_product`'s 6-row
+//!   register blocks over kernels packed once at load time in panels of 64 output channels.
 //! - Temporal (3,1,1) convolutions (batch norm folded in) with bias and ReLU, as a
 //!   register-blocked kernel reading the three taps' frames in place.
 //! - Both halves run a few frames at a time, the spatial outputs in a small ring of frames
@@ -20,13 +18,15 @@
 //! output (the tests here check every tier against a direct convolution in f64).
 
 use mica_kernels::simd::{Kernel, Simd, dispatch};
-use mica_kernels::{SharedMut, Tier};
+use mica_kernels::{SharedMut, Tier, panel_product};
 use rayon::prelude::*;
 
 /// Tiles per microkernel call (rows of the product).
-const MR: usize = 6;
+const MR: usize = mica_kernels::MAX_ROWS;
 /// Output channels per packed panel.
-const NR: usize = 64;
+const NR: usize = mica_kernels::PANEL;
+/// The products' initial values (they start from zero).
+static ZEROS: [f32; NR] = [0.0; NR];
 /// Bytes of transformed input tiles per block: with the products' buffer they stay in a
 /// 1 MiB L2.
 const V_BYTES: usize = 512 << 10;
@@ -582,11 +582,7 @@ unsafe fn tile_block<S: Simd, const N: usize, const T: usize>(job: TileBlock) {
                         u.as_ptr().add((k * blocks + nb) * c_in * NR),
                         mp.add((k * block + r) * NR),
                     );
-                    if S::LANES >= 16 {
-                        micro::<S, 4>(c_in, a, c_in, b, c);
-                    } else {
-                        micro::<S, 2>(c_in, a, c_in, b, c);
-                    }
+                    panel_product::<S, MR>(b, c_in, (a, c_in), (ZEROS.as_ptr(), 0), (c, NR), NR);
                     r += MR;
                 }
             }
@@ -709,46 +705,6 @@ unsafe fn output4<S: Simd>(m: [S::V; 6]) -> [S::V; 4] {
             S::fmadd(c(4.0), s34, s12),
             S::add(S::fmadd(c(8.0), d34, d12), m[5]),
         ]
-    }
-}
-
-/// `c[0..6][0..64] = Σ_i a[r * lda + i] * b[i * 64 + 0..64]`, `i < k`; `c` row stride 64.
-/// `NV` registers per row: the 64 channels in `64 / (NV * LANES)` passes.
-#[inline(always)]
-unsafe fn micro<S: Simd, const NV: usize>(
-    k: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    c: *mut f32,
-) {
-    let width = NV * S::LANES;
-    // SAFETY: the caller passes MR rows of at least k values, k rows of 64 in b and MR rows
-    // of 64 in c; S is supported.
-    unsafe {
-        let mut col = 0;
-        while col < NR {
-            let mut acc = [[S::zero(); NV]; MR];
-            for i in 0..k {
-                let bp = b.add(i * NR + col);
-                let mut bv = [S::zero(); NV];
-                for (j, v) in bv.iter_mut().enumerate() {
-                    *v = S::load(bp.add(j * S::LANES));
-                }
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let av = S::splat(*a.add(r * lda + i));
-                    for (cell, v) in row.iter_mut().zip(bv) {
-                        *cell = S::fmadd(av, v, *cell);
-                    }
-                }
-            }
-            for (r, row) in acc.iter().enumerate() {
-                for (j, cell) in row.iter().enumerate() {
-                    S::store(c.add(r * NR + col + j * S::LANES), *cell);
-                }
-            }
-            col += width;
-        }
     }
 }
 

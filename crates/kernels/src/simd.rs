@@ -431,5 +431,7 @@ mod tests {
                 check::<Avx512>();
             }
         }
+        assert_eq!(Tier::supported().next(), Some(Tier::Portable));
+        assert_eq!(Tier::supported().last(), Some(Tier::hardware()));
     }
 }

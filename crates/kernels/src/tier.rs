@@ -86,6 +86,11 @@ impl Tier {
         })
     }
 
+    /// Every tier this CPU runs, lowest first (for checking or timing each path in turn).
+    pub fn supported() -> impl Iterator<Item = Tier> {
+        Tier::ALL.into_iter().filter(|t| *t <= Tier::hardware())
+    }
+
     /// Whether this tier includes `other` (a CPU at `self` runs `other`'s code).
     pub fn has(self, other: Tier) -> bool {
         self >= other

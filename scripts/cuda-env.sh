@@ -25,7 +25,9 @@ _mica_cuda_setup() {
             "nvidia-cuda-cccl==13.0.*" "nvidia-cuda-runtime==13.0.*" "nvidia-cublas==13.0.*" \
             "nvidia-cuda-nvrtc==13.0.*" "nvidia-curand==10.4.*" || return 1
         local cudarc
-        cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* 2>/dev/null | tail -n1)
+        # `|| true`: callers source this under `set -euo pipefail`, where a failed `ls` (no
+        # cudarc sources yet on a fresh machine) would end them before the fetch below.
+        cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* 2>/dev/null | tail -n1 || true)
         if [ -z "$cudarc" ]; then
             (cd "$(dirname "${BASH_SOURCE[0]}")/.." && cargo fetch -q) || return 1
             cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* | tail -n1)

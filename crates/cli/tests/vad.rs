@@ -1,7 +1,7 @@
 //! `mica vad` as scripts call it: JSON and RTTM on stdout, one-line errors, exit codes.
 
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
 
 mod common;
 
@@ -164,4 +164,36 @@ fn subtitle_formats_are_rejected_clearly() {
     assert_one_line_error(&out, &["srt", "json or rttm"]);
     let out = mica(&["vad", &jfk(), "--format", "xml"]);
     assert_one_line_error(&out, &["xml", "--format"]);
+}
+
+/// `MICA_CPU_TIER` lowers the CPU kernels' tier: every tier gives the same regions, and a
+/// name that is no tier, or a tier above the CPU's, runs the CPU's tier with a warning
+/// naming the variable (never an error, never instructions the CPU lacks).
+#[test]
+fn cpu_tier_variable_is_honoured_or_warned_about() {
+    let run = |tier: &str| {
+        Command::new(env!("CARGO_BIN_EXE_mica"))
+            .args(["vad", &jfk()])
+            .env("MICA_LOG", "warn")
+            .env("MICA_CPU_TIER", tier)
+            .output()
+            .expect("the mica binary runs")
+    };
+    let want = regions(&json(&mica(&["vad", &jfk()])));
+    for tier in ["portable", "avx2", "avx512", "vnni", "sse9", ""] {
+        let out = run(tier);
+        let got = regions(&json(&out));
+        assert_eq!(got.len(), want.len(), "{tier}: {got:?} vs {want:?}");
+        for ((s, e), (ws, we)) in got.iter().zip(&want) {
+            assert!(
+                (s - ws).abs() < 0.01 && (e - we).abs() < 0.01,
+                "{tier}: {got:?} vs {want:?}"
+            );
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let known = tier
+            .parse::<mica_kernels::Tier>()
+            .is_ok_and(|t| t <= mica_kernels::Tier::hardware());
+        assert_eq!(stderr.contains("MICA_CPU_TIER"), !known, "{tier}: {stderr}");
+    }
 }

@@ -8,12 +8,25 @@
 /// x86-64 target and would stop the loop vectorising.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
+    exp_clamped(x.clamp(-87.0, 88.0))
+}
+
+/// [`exp`] for `x <= 0` (a softmax after subtracting the maximum): one bound fewer to
+/// check per value, which the encoder's 1500-key softmax rows notice (about 5% of a
+/// Whisper encoder window with the upper clamp in).
+#[inline(always)]
+pub fn exp_neg(x: f32) -> f32 {
+    exp_clamped(x.max(-87.0))
+}
+
+/// `e^x` for `x` in -87..88.
+#[inline(always)]
+fn exp_clamped(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in two so that n * ln 2 is exact enough.
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
     let n = (x * LOG2E + ROUND) - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0
@@ -53,6 +66,10 @@ mod tests {
             worst.0 < 1e-6 && worst.1 < 1e-6 && worst.2 < 1e-6,
             "{worst:?}"
         );
+        for i in -100_000..=0 {
+            let x = i as f32 * 1e-3;
+            assert_eq!(exp_neg(x), exp(x), "{x}");
+        }
         assert!(exp(-1000.0) < 1e-37 && exp(-1000.0) >= 0.0);
         assert!(exp(1000.0).is_finite());
         assert!(sigmoid(-200.0) < 1e-30);

@@ -10,7 +10,7 @@
 //! candle's own ops.
 
 use candle_core::{CpuStorage, CustomOp1, DType, InplaceOp1, Layout, Shape, Tensor};
-use mica_kernels::math::exp;
+use mica_kernels::math::exp_neg;
 use rayon::prelude::*;
 
 /// Rows at or below which a linear layer uses [`small_matmul`] instead of candle's GEMM.
@@ -30,7 +30,7 @@ fn erf(x: f32) -> f32 {
     let poly = t
         * (0.254_829_6
             + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let y = 1.0 - poly * exp(-a * a);
+    let y = 1.0 - poly * exp_neg(-a * a);
     y.copysign(x)
 }
 
@@ -66,13 +66,13 @@ fn softmax_in_place_impl(buf: &mut [f32], dim: usize) {
         let mut dc = d.chunks_exact_mut(8);
         for o in &mut dc {
             for k in 0..8 {
-                o[k] = exp(o[k] - max);
+                o[k] = exp_neg(o[k] - max);
                 acc[k] += o[k];
             }
         }
         let mut sum: f32 = acc.iter().sum();
         for o in dc.into_remainder() {
-            *o = exp(*o - max);
+            *o = exp_neg(*o - max);
             sum += *o;
         }
         let inv = 1.0 / sum;
@@ -88,10 +88,10 @@ fn sum_exp_impl(x: &[f32], max: f32) -> f32 {
     let mut it = x.chunks_exact(8);
     for c in &mut it {
         for k in 0..8 {
-            acc[k] += exp(c[k] - max);
+            acc[k] += exp_neg(c[k] - max);
         }
     }
-    let tail: f32 = it.remainder().iter().map(|&v| exp(v - max)).sum();
+    let tail: f32 = it.remainder().iter().map(|&v| exp_neg(v - max)).sum();
     acc.iter().sum::<f32>() + tail
 }
 
@@ -423,7 +423,7 @@ mod tests {
         let mut worst = 0.0f32;
         for i in 0..20_000 {
             let x = -87.0 * i as f32 / 20_000.0;
-            let (a, b) = (exp(x), x.exp());
+            let (a, b) = (exp_neg(x), x.exp());
             worst = worst.max(((a - b) / b).abs());
         }
         assert!(worst < 5e-7, "exp relative error {worst}");

@@ -5,7 +5,7 @@
 //!   benches exercise every path on any machine.
 //! - [`simd`]: one vector interface ([`simd::Simd`]) with an AVX-512, an AVX2+FMA and a
 //!   portable implementation, so a kernel is written once and compiled per tier.
-//! - [`math`]: branch-free `exp`, `sigmoid`, `tanh` that loops vectorise, and
+//! - [`math`]: a branch-free `exp` that loops vectorise, and
 //!   [`lstm_cell`], the LSTM cell update at every tier.
 //! - [`PackedMatrix`]: weights packed once in panels of 64 columns and a register-blocked
 //!   product of a few rows against them, at every tier.

@@ -5,8 +5,8 @@ use crate::simd::{Kernel, Simd, dispatch};
 
 /// The LSTM cell update from gate pre-activations `g` (`[4 * H]`, PyTorch's order i, f,
 /// g, o): `c = σ(f) c + σ(i) tanh(g)`, `h = σ(o) tanh(c)`, `c` and `h` (`H` each) in place,
-/// at `tier` (lowered to what the CPU has). `σ` and `tanh` are [`crate::math`]'s to about
-/// 1e-6; every tier agrees with the others to that.
+/// at `tier` (lowered to what the CPU has). `σ` and `tanh` are built on [`crate::math::exp`]'s
+/// polynomial, to about 1e-6; every tier agrees with the others to that.
 ///
 /// # Panics
 /// When `g` holds fewer than `4 * h.len()` values or `c` fewer than `h.len()`.
@@ -143,6 +143,27 @@ mod tests {
                         h[u]
                     );
                 }
+            }
+        }
+    }
+
+    /// Gates far past the exponent's range saturate instead of overflowing: σ to 0 or 1,
+    /// tanh to ±1.
+    #[test]
+    fn extreme_gates_saturate() {
+        for tier in Tier::supported() {
+            for (x, want_c, want_h) in [(200.0f32, 1.5, 1.5f32.tanh()), (-200.0, 0.0, 0.0)] {
+                let (mut c, mut h) = (vec![0.5f32; 9], vec![f32::NAN; 9]);
+                lstm_cell(tier, &[x; 36], &mut c, &mut h);
+                // c = σ(f) 0.5 + σ(i) tanh(g): 0.5 + 1 or 0 + 0.
+                assert!(
+                    c.iter().all(|&v| (v - want_c).abs() < 1e-6),
+                    "{tier} {x}: {c:?}"
+                );
+                assert!(
+                    h.iter().all(|&v| (v - want_h).abs() < 1e-6),
+                    "{tier} {x}: {h:?}"
+                );
             }
         }
     }

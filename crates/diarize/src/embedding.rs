@@ -346,20 +346,32 @@ impl SpeakerEncoder {
                 ),
             });
         }
-        let mut xs = mels.clone();
-        for layer in &self.lstm {
-            xs = layer.forward(&xs)?;
-        }
-        // Each sequence's last real step, gathered in one op (one launch on accelerators).
-        let last: Vec<u32> = lengths
-            .iter()
-            .enumerate()
-            .map(|(i, &len)| (i * t + len - 1) as u32)
-            .collect();
-        let last = Tensor::from_vec(last, b, xs.device())?;
-        let raw = xs
-            .reshape((b * t, HIDDEN))?
-            .index_select(&last, 0)?
+        let host = match mels.device() {
+            Device::Cpu => {
+                let x = mels.flatten_all()?.to_vec1::<f32>()?;
+                LstmLayer::last_states(&self.lstm, &x, t, lengths)
+            }
+            _ => None,
+        };
+        let states = match host {
+            Some(states) => Tensor::from_vec(states, (b, HIDDEN), mels.device())?,
+            None => {
+                let mut xs = mels.clone();
+                for layer in &self.lstm {
+                    xs = layer.forward(&xs)?;
+                }
+                // Each sequence's last real step, gathered in one op (one launch on
+                // accelerators).
+                let last: Vec<u32> = lengths
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &len)| (i * t + len - 1) as u32)
+                    .collect();
+                let last = Tensor::from_vec(last, b, xs.device())?;
+                xs.reshape((b * t, HIDDEN))?.index_select(&last, 0)?
+            }
+        };
+        let raw = states
             .matmul(&self.linear_w)?
             .broadcast_add(&self.linear_b)?
             .relu()?;

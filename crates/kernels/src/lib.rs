@@ -9,9 +9,12 @@
 //!   [`lstm_cell`], the LSTM cell update at every tier.
 //! - [`PackedMatrix`]: weights packed once in panels of 64 columns and a register-blocked
 //!   product of a few rows against them, at every tier.
+//! - [`LaneMatrix`]: weights packed for products over a batch of sequences held in vector
+//!   lanes, so a recurrence reads each weight once per step for all of them.
 //! - [`SharedMut`]: a pointer that parallel tasks write disjoint parts of one buffer through.
 #![deny(missing_docs)]
 
+mod lanes;
 mod lstm;
 pub mod math;
 mod packed;
@@ -19,6 +22,7 @@ mod shared;
 pub mod simd;
 mod tier;
 
+pub use lanes::{LANE_ROWS, LANES, LaneMatrix};
 pub use lstm::lstm_cell;
 pub use packed::{MAX_ROWS, PANEL, PackedMatrix, panel_product};
 pub use shared::SharedMut;

@@ -10,7 +10,8 @@ use candle_nn::VarBuilder;
 
 use crate::DiarizeError;
 use crate::threads::par_granules;
-use mica_kernels::{LANES, LaneMatrix, MAX_ROWS, PackedMatrix};
+use mica_kernels::{LANES, LaneMatrix, MAX_ROWS, PackedMatrix, SharedMut};
+use rayon::prelude::*;
 
 /// Sequences whose recurrences are updated together on the CPU: each panel of the
 /// recurrent weights is loaded once for all of them.
@@ -146,7 +147,7 @@ impl LstmLayer {
             Some(host) => {
                 let x = xs.flatten_all()?.to_vec1::<f32>()?;
                 let mut out = vec![0.0f32; b * t * self.hidden];
-                host.run(&x, t, false, &mut out, self.hidden, 0);
+                run_directions(&[(host, false, 0)], &x, t, &mut out, self.hidden);
                 Tensor::from_vec(out, (b, t, self.hidden), xs.device())
             }
             None => self.forward_ops(xs, false),
@@ -167,8 +168,8 @@ impl LstmLayer {
                 let x = xs.flatten_all()?.to_vec1::<f32>()?;
                 let stride = 2 * self.hidden;
                 let mut out = vec![0.0f32; b * t * stride];
-                fwd.run(&x, t, false, &mut out, stride, 0);
-                bwd.run(&x, t, true, &mut out, stride, self.hidden);
+                let both = [(fwd, false, 0), (bwd, true, self.hidden)];
+                run_directions(&both, &x, t, &mut out, stride);
                 Tensor::from_vec(out, (b, t, stride), xs.device())
             }
             _ => self.bidirectional_ops(backward, xs),
@@ -231,43 +232,59 @@ impl LstmLayer {
     }
 }
 
-impl HostWeights {
-    /// `x` `[B, T, input]` through this direction, into `out` at `stride` and `offset`
-    /// (see [`recur_host`]).
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &self,
-        x: &[f32],
-        t: usize,
-        reverse: bool,
-        out: &mut [f32],
-        stride: usize,
-        offset: usize,
-    ) {
-        let inputs = Inputs {
-            x,
-            w: &self.w_ih,
-            bias: &self.bias,
+/// Runs directions of a layer over `x` (`[B, T, input]`) into `out` (`[B, T, stride]`):
+/// each `(weights, reverse, offset)` writes its states at `offset` of each row. The
+/// directions run at once, each on its share of the threads over all sequences (so a
+/// bidirectional layer on two threads gives each direction the whole batch, enough to
+/// fill the vector lanes), and each share takes the lane or the row recurrence by how
+/// many sequences it holds.
+fn run_directions(
+    directions: &[(&HostWeights, bool, usize)],
+    x: &[f32],
+    t: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let b = out.len() / (t * stride).max(1);
+    if b == 0 {
+        return;
+    }
+    let parts = (rayon::current_num_threads() / directions.len()).clamp(1, b);
+    let per_part = b.div_ceil(parts);
+    let tasks: Vec<(usize, usize)> = (0..directions.len())
+        .flat_map(|d| (0..b).step_by(per_part).map(move |first| (d, first)))
+        .collect();
+    let shared = SharedMut::new(out);
+    let len = out.len();
+    let task = |&(d, first): &(usize, usize)| {
+        let (w, reverse, offset) = directions[d];
+        let hidden = w.w_hh.rows();
+        assert!(offset + hidden <= stride, "direction {d} overflows its row");
+        let mut seqs = Seqs {
+            first,
+            count: per_part.min(b - first),
+            t,
+            reverse,
+            out: shared,
+            len,
+            stride,
+            offset,
         };
-        let hidden = self.w_hh.rows();
-        let per_seq = t * stride;
-        par_granules(out, per_seq, |at_float, run| {
-            let (first, seqs) = (at_float / per_seq, run.len() / per_seq);
-            let mut seq = Seqs {
-                first,
-                count: seqs,
-                t,
-                reverse,
-                out: run,
-                stride,
-                offset,
+        if fills_lanes(seqs.count) {
+            recur_lanes(&w.lanes, &w.bias, x, hidden, &mut seqs);
+        } else {
+            let inputs = Inputs {
+                x,
+                w: &w.w_ih,
+                bias: &w.bias,
             };
-            if fills_lanes(seqs) {
-                recur_lanes(&self.lanes, &self.bias, x, hidden, &mut seq);
-            } else {
-                recur_rows(&inputs, &self.w_hh, CHUNK_FLOATS, &mut seq);
-            }
-        });
+            recur_rows(&inputs, &w.w_hh, CHUNK_FLOATS, &mut seqs);
+        }
+    };
+    if tasks.len() == 1 {
+        task(&tasks[0]);
+    } else {
+        tasks.par_iter().for_each(task);
     }
 }
 
@@ -303,30 +320,45 @@ fn fills_lanes(seqs: usize) -> bool {
     seqs >= 3 * LANES / 4 * seqs.div_ceil(LANES)
 }
 
-/// One thread's sequences of a layer: sequences `first..first + count` of the input, each
-/// `t` steps; step `i` of the thread's sequence `j` goes to `out[(j * t + i) * stride +
-/// offset..][..hidden]`.
-struct Seqs<'a> {
+/// One task's sequences of one direction of a layer: sequences `first..first + count` of
+/// the input, each `t` steps; step `i` of sequence `first + j` goes to `out[((first + j) *
+/// t + i) * stride + offset..][..hidden]`. Directions write the same rows at different
+/// offsets at once, so `out` is shared: each task writes only its sequences' rows, at its
+/// direction's offset.
+struct Seqs {
     first: usize,
     count: usize,
     t: usize,
     reverse: bool,
-    out: &'a mut [f32],
+    out: SharedMut<f32>,
+    /// Floats in `out`.
+    len: usize,
     stride: usize,
     offset: usize,
 }
 
-impl Seqs<'_> {
+impl Seqs {
     /// Time steps in the order the recurrence visits them.
     fn step(&self, i: usize) -> usize {
         if self.reverse { self.t - 1 - i } else { i }
+    }
+
+    /// The `hidden` values of this task's sequence `j` at step `at`.
+    fn state(&mut self, j: usize, at: usize, hidden: usize) -> &mut [f32] {
+        assert!(j < self.count && at < self.t, "sequence {j} step {at}");
+        let start = ((self.first + j) * self.t + at) * self.stride + self.offset;
+        assert!(start + hidden <= self.len, "state outside the output");
+        // SAFETY: inside `out` (checked above); the task owns sequence `first + j`'s rows
+        // at this direction's offset, which no other task writes, and the slice is
+        // dropped before the next one is made.
+        unsafe { self.out.slice(start, hidden) }
     }
 }
 
 /// The recurrence with the sequences across vector lanes, [`LANES`] at a time: each step
 /// is one product of the stacked weights with `[x_t; h]` (`[input + hidden, LANES]`), so
 /// every weight is read once per step for all of them and no input projection is stored.
-fn recur_lanes(w: &LaneMatrix, bias: &[f32], x: &[f32], hidden: usize, seqs: &mut Seqs<'_>) {
+fn recur_lanes(w: &LaneMatrix, bias: &[f32], x: &[f32], hidden: usize, seqs: &mut Seqs) {
     let input = w.k() - hidden;
     let tier = mica_kernels::Tier::current();
     // `z` is `[x_t; h]`, one lane per sequence; the cell updates `h` in place.
@@ -348,8 +380,8 @@ fn recur_lanes(w: &LaneMatrix, bias: &[f32], x: &[f32], hidden: usize, seqs: &mu
             w.product(tier, &z, bias, &mut g);
             mica_kernels::lstm_cell(tier, &g, &mut c, &mut z[input * LANES..]);
             for j in 0..n {
-                let o = &mut seqs.out[((j0 + j) * seqs.t + at) * seqs.stride + seqs.offset..];
-                for (u, o) in o[..hidden].iter_mut().enumerate() {
+                let o = seqs.state(j0 + j, at, hidden);
+                for (u, o) in o.iter_mut().enumerate() {
                     *o = z[(input + u) * LANES + j];
                 }
             }
@@ -420,7 +452,7 @@ fn stack_lanes(
 /// The recurrence with a few sequences per product (too few to fill the lanes): the
 /// sequences advance together in groups of [`GROUP`], panel by panel; the input projection
 /// runs a chunk of steps ahead (about `chunk_floats` gate values).
-fn recur_rows(inputs: &Inputs<'_>, w: &PackedMatrix, chunk_floats: usize, seqs: &mut Seqs<'_>) {
+fn recur_rows(inputs: &Inputs<'_>, w: &PackedMatrix, chunk_floats: usize, seqs: &mut Seqs) {
     let hidden = w.rows();
     let h4 = w.cols();
     let input = inputs.w.rows();
@@ -471,8 +503,7 @@ fn recur_rows(inputs: &Inputs<'_>, w: &PackedMatrix, chunk_floats: usize, seqs: 
             for j in 0..count {
                 let hj = &mut h[j * hidden..(j + 1) * hidden];
                 mica_kernels::lstm_cell(tier, &g[j * h4..(j + 1) * h4], &mut c[j * hidden..], hj);
-                let at = (j * t + a + i) * seqs.stride + seqs.offset;
-                seqs.out[at..][..hidden].copy_from_slice(hj);
+                seqs.state(j, a + i, hidden).copy_from_slice(hj);
             }
         }
     }
@@ -550,7 +581,8 @@ mod tests {
                     count: b,
                     t,
                     reverse,
-                    out: &mut got,
+                    out: SharedMut::new(&mut got),
+                    len: b * t * stride,
                     stride,
                     offset,
                 };

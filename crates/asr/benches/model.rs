@@ -17,8 +17,8 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// 30 s of real speech (JFK repeated).
 fn audio30() -> Res<Vec<f32>> {
-    let path = mica_core::models::ensure("jfk")?.join("jfk.wav");
-    let jfk = mica_core::media::load_all(path)?.samples;
+    let path = mica_models::ensure("jfk")?.join("jfk.wav");
+    let jfk = mica_media::load_all(path)?.samples;
     Ok(jfk.iter().copied().cycle().take(30 * 16_000).collect())
 }
 
@@ -39,7 +39,7 @@ fn bench(c: &mut Criterion) -> Res<()> {
     let window = mel_batch(&[(&mel, 0)], &device)?;
 
     for name in models() {
-        let dir = mica_core::models::ensure(&name)?;
+        let dir = mica_models::ensure(&name)?;
         for precision in [Precision::F32, Precision::Q8_0] {
             let m = Whisper::load(&dir, &device, precision)?;
             let mut g = c.benchmark_group(format!("{name}/{precision}"));

@@ -12,7 +12,7 @@ const SR: usize = 16_000;
 
 fn sixty_seconds() -> Vec<f32> {
     let mut files = vec![
-        mica_core::models::ensure("jfk")
+        mica_models::ensure("jfk")
             .expect("jfk sample")
             .join("jfk.wav"),
     ];
@@ -20,15 +20,13 @@ fn sixty_seconds() -> Vec<f32> {
         ("librivox", ["0870", "0880", "0890", "0920", "0930"]),
         ("cards", ["001", "002", "003", "004", "005"]),
     ] {
-        let dir = mica_core::models::ensure(asset).expect("sample");
+        let dir = mica_models::ensure(asset).expect("sample");
         files.extend(names.iter().map(|n| dir.join(format!("{n}.wav"))));
     }
     let mut audio = Vec::with_capacity(60 * SR);
     'fill: loop {
         for f in &files {
-            let x = mica_core::media::load_all(f)
-                .expect("fixture decodes")
-                .samples;
+            let x = mica_media::load_all(f).expect("fixture decodes").samples;
             audio.extend_from_slice(&x);
             audio.resize(audio.len() + SR, 0.0);
             if audio.len() >= 60 * SR {
@@ -42,7 +40,7 @@ fn sixty_seconds() -> Vec<f32> {
 
 fn bench(c: &mut Criterion) {
     let audio = sixty_seconds();
-    let dir = mica_core::models::ensure("tiny.en").expect("tiny.en model");
+    let dir = mica_models::ensure("tiny.en").expect("tiny.en model");
     let device = mica_core::device::from_env("MICA_BENCH_DEVICE").expect("MICA_BENCH_DEVICE");
     let mut group = c.benchmark_group("transcribe_60s_tiny_en");
     group.sample_size(10);

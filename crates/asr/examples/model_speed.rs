@@ -18,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = args.first().map_or("tiny.en", String::as_str);
     let precision: Precision = args.get(1).map_or("q8_0", String::as_str).parse()?;
     let repeats: usize = args.get(2).map_or(Ok(5), |s| s.parse())?;
-    let jfk = mica_core::media::load_all(mica_core::models::ensure("jfk")?.join("jfk.wav"))?;
+    let jfk = mica_media::load_all(mica_models::ensure("jfk")?.join("jfk.wav"))?;
     let audio: Vec<f32> = jfk
         .samples
         .iter()
@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let mel = LogMel::new(80)?.compute(&audio)?;
     let window = mel_batch(&[(&mel, 0)], &Device::Cpu)?;
-    let m = Whisper::load(&mica_core::models::ensure(name)?, &Device::Cpu, precision)?;
+    let m = Whisper::load(&mica_models::ensure(name)?, &Device::Cpu, precision)?;
     let mut times = Vec::new();
     let mut features = m.encode(&window)?;
     // MICA_SKIP_ENCODER=1: time the decoder steps alone (for a profile of them).

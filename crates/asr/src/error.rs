@@ -2,6 +2,11 @@
 
 use std::path::PathBuf;
 
+use mica_core::error::{ErrorKind, RunError};
+
+/// The network's name in messages.
+pub(crate) const MODEL: &str = "Whisper";
+
 /// Errors from loading Whisper, computing features and running the network.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -18,31 +23,6 @@ pub enum AsrError {
         /// What was wrong with it.
         reason: String,
     },
-    /// The weights file could not be read or lacks a tensor the network needs.
-    #[error(
-        "{}: cannot load Whisper weights: {reason}; the file must be a Hugging Face Whisper \
-         model.safetensors (run `mica models fetch tiny.en` for a converted one)",
-        path.display()
-    )]
-    Weights {
-        /// The file that was read.
-        path: PathBuf,
-        /// What was wrong with it.
-        reason: String,
-    },
-    /// A tensor of the weights file has a shape that does not match config.json.
-    #[error(
-        "Whisper weight {name} has shape {found:?}, expected {expected:?}; model.safetensors and \
-         config.json belong to different checkpoints"
-    )]
-    WeightShape {
-        /// The tensor's name.
-        name: String,
-        /// Its shape in the file.
-        found: Vec<usize>,
-        /// The shape config.json implies.
-        expected: Vec<usize>,
-    },
     /// The mel filter bank could not be built.
     #[error("cannot build a mel filter bank with {n_mels} bins: {reason}")]
     MelFilters {
@@ -50,27 +30,6 @@ pub enum AsrError {
         n_mels: usize,
         /// Why.
         reason: String,
-    },
-    /// An input sample was NaN or infinite.
-    #[error(
-        "audio sample {index} is {value} (not finite); the decoder output is damaged or the \
-         buffer was not initialised"
-    )]
-    NonFinite {
-        /// Index of the first bad sample.
-        index: usize,
-        /// The value found.
-        value: f32,
-    },
-    /// A tensor or slice passed in has the wrong shape.
-    #[error("{what} has shape {found:?}, expected {expected}")]
-    InputShape {
-        /// Which argument.
-        what: &'static str,
-        /// Its shape.
-        found: Vec<usize>,
-        /// What was expected, in words.
-        expected: String,
     },
     /// The decoder was asked to go past its maximum number of positions.
     #[error(
@@ -94,9 +53,6 @@ pub enum AsrError {
         /// Why not, and what to use instead.
         reason: String,
     },
-    /// An option is out of range.
-    #[error("invalid ASR option: {0}")]
-    InvalidOption(String),
     /// `tokenizer.json` could not be read or is not a Whisper tokenizer.
     #[error(
         "{}: cannot load the Whisper tokenizer: {reason}; the model directory needs the \
@@ -116,16 +72,47 @@ pub enum AsrError {
     /// English-only checkpoint.
     #[error("{0}")]
     Language(String),
+    /// Loading or running the network failed, as in every model crate (bad weights, bad
+    /// input, bad options, device failure).
+    #[error(transparent)]
+    Run(#[from] RunError),
     /// Voice activity detection (for the VAD-batched mode) failed.
     #[error(transparent)]
     Vad(#[from] mica_vad::VadError),
     /// Decoding the input failed.
+    #[cfg(feature = "media")]
     #[error(transparent)]
-    Media(#[from] mica_core::media::MediaError),
-    /// The model store could not provide the weights.
-    #[error(transparent)]
-    Model(#[from] mica_core::models::ModelError),
-    /// candle failed (device out of memory, unsupported op on the device, ...).
-    #[error("Whisper tensor operation failed: {0}")]
-    Candle(#[from] candle_core::Error),
+    Media(#[from] mica_media::MediaError),
+}
+
+impl AsrError {
+    /// What the caller can do about it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AsrError::Run(e) => e.kind(),
+            AsrError::Config { .. } | AsrError::Tokenizer { .. } => ErrorKind::Model,
+            AsrError::MelFilters { .. } | AsrError::Precision { .. } | AsrError::Language(_) => {
+                ErrorKind::Options
+            }
+            AsrError::ContextFull { .. } | AsrError::Tokenize(_) => ErrorKind::Input,
+            AsrError::State(_) => ErrorKind::State,
+            AsrError::Vad(e) => e.kind(),
+            #[cfg(feature = "media")]
+            AsrError::Media(_) => ErrorKind::Media,
+        }
+    }
+}
+
+impl From<candle_core::Error> for AsrError {
+    fn from(source: candle_core::Error) -> AsrError {
+        AsrError::Run(RunError::Candle {
+            model: MODEL,
+            source,
+        })
+    }
+}
+
+/// [`RunError::InvalidOption`] of Whisper.
+pub(crate) fn invalid_option(reason: impl Into<String>) -> AsrError {
+    AsrError::Run(RunError::option(MODEL, reason))
 }

@@ -24,8 +24,8 @@
 //! # fn main() -> Result<(), mica_asr::AsrError> {
 //! use candle_core::{Device, Tensor};
 //! use mica_asr::{LogMel, Precision, Whisper, mel_batch};
-//! let dir = mica_core::models::ensure("tiny.en")?;
-//! let model = Whisper::load(&dir, &Device::Cpu, Precision::F32)?;
+//! let dir = std::path::Path::new("models/tiny.en"); // config.json, model.safetensors, tokenizer.json
+//! let model = Whisper::load(dir, &Device::Cpu, Precision::F32)?;
 //! let mel = LogMel::new(model.config().num_mel_bins)?.compute(&vec![0.0f32; 16_000])?;
 //! let features = model.encode(&mel_batch(&[(&mel, 0)], model.device())?)?;
 //! let mut state = model.decoder_state(&features, 1)?;

@@ -10,6 +10,7 @@
 //! every window of 3000 frames that starts inside the audio is complete, and the global
 //! maximum is that of the whole (padded) input.
 
+use mica_core::error::RunError;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
@@ -126,7 +127,12 @@ impl LogMel {
     /// padding=N_SAMPLES)`).
     pub fn compute(&self, samples: &[f32]) -> Result<Mel, AsrError> {
         if let Some((index, &value)) = samples.iter().enumerate().find(|(_, s)| !s.is_finite()) {
-            return Err(AsrError::NonFinite { index, value });
+            return Err(RunError::NonFinite {
+                what: "audio sample",
+                index: index as u64,
+                value,
+            }
+            .into());
         }
         let _span = tracing::trace_span!("log_mel", samples = samples.len()).entered();
         let n = samples.len();
@@ -169,7 +175,12 @@ impl LogMel {
     /// Cut windows with [`mel_window`].
     pub fn compute_on(&self, samples: &[f32], device: &Device) -> Result<Tensor, AsrError> {
         if let Some((index, &value)) = samples.iter().enumerate().find(|(_, s)| !s.is_finite()) {
-            return Err(AsrError::NonFinite { index, value });
+            return Err(RunError::NonFinite {
+                what: "audio sample",
+                index: index as u64,
+                value,
+            }
+            .into());
         }
         let n = samples.len();
         let total = n / HOP + WINDOW_FRAMES;
@@ -275,21 +286,23 @@ pub fn mel_filters(n_mels: usize) -> Result<Vec<f32>, AsrError> {
 /// stored ones are zeros (openai's `pad_or_trim`).
 pub fn mel_batch(windows: &[(&Mel, usize)], device: &Device) -> Result<Tensor, AsrError> {
     let Some((first, _)) = windows.first() else {
-        return Err(AsrError::InputShape {
+        return Err(RunError::InputShape {
             what: "mel windows",
             found: vec![0],
             expected: "at least one window".into(),
-        });
+        }
+        .into());
     };
     let n_mels = first.n_mels;
     let mut out = vec![0.0f32; windows.len() * n_mels * WINDOW_FRAMES];
     for (b, (mel, start)) in windows.iter().enumerate() {
         if mel.n_mels != n_mels {
-            return Err(AsrError::InputShape {
+            return Err(RunError::InputShape {
                 what: "mel windows",
                 found: vec![mel.n_mels],
                 expected: format!("{n_mels} mel bins in every window"),
-            });
+            }
+            .into());
         }
         let from = (*start).min(mel.total_frames);
         let to = (start + WINDOW_FRAMES).min(mel.total_frames);
@@ -379,7 +392,7 @@ mod tests {
         let lm = LogMel::new(80)?;
         assert!(matches!(
             lm.compute(&[0.0, f32::NAN]),
-            Err(AsrError::NonFinite { index: 1, .. })
+            Err(AsrError::Run(RunError::NonFinite { index: 1, .. }))
         ));
         Ok(())
     }

@@ -29,6 +29,9 @@ mod ops;
 
 pub(crate) use ops::sum_exp;
 
+use mica_core::error::RunError;
+
+use crate::error::MODEL;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -107,7 +110,7 @@ impl FromStr for Precision {
             "bf16" | "bfloat16" => Ok(Precision::BF16),
             "q8_0" | "q8" | "int8" => Ok(Precision::Q8_0),
             "q4k" | "q4_k" | "q4" => Ok(Precision::Q4K),
-            other => Err(AsrError::InvalidOption(format!(
+            other => Err(crate::error::invalid_option(format!(
                 "unknown precision {other:?}: expected f32, f16, bf16, q8_0 or q4k"
             ))),
         }
@@ -280,16 +283,20 @@ struct Weights<'a> {
 impl Weights<'_> {
     /// The tensor `name` as stored (host, file dtype), checked against `shape`.
     fn raw(&self, name: &str, shape: &[usize]) -> Result<Tensor, AsrError> {
-        let t = self.map.get(name).ok_or_else(|| AsrError::Weights {
+        let t = self.map.get(name).ok_or_else(|| RunError::Weights {
+            model: MODEL,
+            asset: "tiny.en",
             path: self.path.to_path_buf(),
             reason: format!("tensor {name} is missing"),
         })?;
         if t.dims() != shape {
-            return Err(AsrError::WeightShape {
+            return Err(RunError::WeightShape {
+                model: MODEL,
                 name: name.to_string(),
                 found: t.dims().to_vec(),
                 expected: shape.to_vec(),
-            });
+            }
+            .into());
         }
         Ok(t.clone())
     }
@@ -437,7 +444,9 @@ impl Whisper {
         let config = WhisperConfig::from_file(&dir.join("config.json"))?;
         let path = dir.join("model.safetensors");
         let map =
-            candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| AsrError::Weights {
+            candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| RunError::Weights {
+                model: MODEL,
+                asset: "tiny.en",
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
@@ -569,7 +578,7 @@ impl Whisper {
         let c = &self.config;
         let dims = mel.dims();
         if dims.len() != 3 || dims[1] != c.num_mel_bins || dims[2] != 2 * c.max_source_positions {
-            return Err(AsrError::InputShape {
+            return Err(RunError::InputShape {
                 what: "mel batch",
                 found: dims.to_vec(),
                 expected: format!(
@@ -577,7 +586,8 @@ impl Whisper {
                     c.num_mel_bins,
                     2 * c.max_source_positions
                 ),
-            });
+            }
+            .into());
         }
         let _span = tracing::trace_span!("encode", batch = dims[0]).entered();
         let x = mel.to_device(&self.device)?.to_dtype(self.dtype)?;
@@ -614,11 +624,12 @@ impl Whisper {
         let c = &self.config;
         let dims = features.dims();
         if dims.len() != 3 || dims[1] != c.max_source_positions || dims[2] != c.d_model {
-            return Err(AsrError::InputShape {
+            return Err(RunError::InputShape {
                 what: "audio features",
                 found: dims.to_vec(),
                 expected: format!("[batch, {}, {}]", c.max_source_positions, c.d_model),
-            });
+            }
+            .into());
         }
         if rows_per_item == 0 {
             return Err(AsrError::State("rows_per_item must be at least 1".into()));
@@ -682,18 +693,20 @@ impl Whisper {
         tokens: &[u32],
     ) -> Result<Tensor, AsrError> {
         if features.dim(0)? != 1 {
-            return Err(AsrError::InputShape {
+            return Err(RunError::InputShape {
                 what: "alignment features",
                 found: features.dims().to_vec(),
                 expected: format!("[1, 1500, {}]", self.config.d_model),
-            });
+            }
+            .into());
         }
         if tokens.is_empty() {
-            return Err(AsrError::InputShape {
+            return Err(RunError::InputShape {
                 what: "alignment tokens",
                 found: vec![0],
                 expected: "at least one token".into(),
-            });
+            }
+            .into());
         }
         let mut state = self.decoder_state(features, 1)?;
         let t = Tensor::from_slice(tokens, (1, tokens.len()), &self.device)?;
@@ -717,17 +730,18 @@ impl Whisper {
         mut capture: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor, AsrError> {
         let c = &self.config;
-        let (rows, t) = tokens.dims2().map_err(|_| AsrError::InputShape {
+        let (rows, t) = tokens.dims2().map_err(|_| RunError::InputShape {
             what: "tokens",
             found: tokens.dims().to_vec(),
             expected: format!("[{}, T]", state.rows()),
         })?;
         if rows != state.rows() || t == 0 {
-            return Err(AsrError::InputShape {
+            return Err(RunError::InputShape {
                 what: "tokens",
                 found: vec![rows, t],
                 expected: format!("[{}, T >= 1]", state.rows()),
-            });
+            }
+            .into());
         }
         let offset = state.len;
         if offset + t > c.max_target_positions {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use mica_core::document::{Segment, Transcript};
-use mica_core::media::AudioStream;
+#[cfg(feature = "media")]
+use mica_media::AudioStream;
 use mica_vad::{SileroVad, SpeechOptions, Vad};
 use serde::{Deserialize, Serialize};
 
@@ -87,19 +88,19 @@ impl TranscribeOptions {
         self.decode.validate()?;
         self.vad_options.validate()?;
         if self.batch_size == 0 {
-            return Err(AsrError::InvalidOption(
-                "batch_size must be at least 1".into(),
+            return Err(crate::error::invalid_option(
+                "batch_size must be at least 1",
             ));
         }
         if !(self.prompt_reset_on_temperature.is_finite()) {
-            return Err(AsrError::InvalidOption(
-                "prompt_reset_on_temperature must be a number".into(),
+            return Err(crate::error::invalid_option(
+                "prompt_reset_on_temperature must be a number",
             ));
         }
         if let Some(l) = &self.language
             && (l.is_empty() || !l.chars().all(|c| c.is_ascii_lowercase()))
         {
-            return Err(AsrError::InvalidOption(format!(
+            return Err(crate::error::invalid_option(format!(
                 "language {l:?}: give a lower-case code such as en, es, fr (or leave it out to detect)"
             )));
         }
@@ -142,8 +143,9 @@ impl Transcriber {
         })
     }
 
-    /// Uses these Silero weights for the VAD-batched mode (otherwise they are loaded from
-    /// the model store when first needed).
+    /// Uses these Silero weights for the VAD-batched mode (`TranscribeOptions::vad`),
+    /// which fails with an option error without them: nothing is fetched behind the
+    /// caller's back.
     pub fn with_vad(mut self, vad: Arc<SileroVad>) -> Transcriber {
         self.vad = Some(vad);
         self
@@ -208,6 +210,7 @@ impl Transcriber {
 
     /// Transcribes a decoding stream (read to the end first: the sequential algorithm
     /// needs the global mel maximum, as openai computes it).
+    #[cfg(feature = "media")]
     pub fn transcribe_stream(
         &self,
         stream: AudioStream,
@@ -277,10 +280,12 @@ impl Transcriber {
         language_token: Option<u32>,
         language: &str,
     ) -> Result<Vec<RawSegment>, AsrError> {
-        let vad_model = match &self.vad {
-            Some(v) => Arc::clone(v),
-            None => SileroVad::from_store(self.model.device())?,
-        };
+        let vad_model = self.vad.clone().ok_or_else(|| {
+            crate::error::invalid_option(
+                "the VAD-batched mode needs the Silero VAD weights: load them with \
+                 mica_vad::SileroVad::from_path and pass them to Transcriber::with_vad",
+            )
+        })?;
         let vad = Vad::new(vad_model, options.vad_options.clone())?;
         let out = vad.detect(samples, mica_vad::SampleRate::from_hz(SAMPLE_RATE as u32)?)?;
         let chunks = merge_regions(&out.regions(), 30.0, SPLIT_SILENCE_SECONDS, samples.len());

@@ -41,8 +41,8 @@ fn lcg_noise(n: usize) -> Vec<f32> {
 fn audio(name: &str, n: usize) -> Result<Vec<f32>, Box<dyn std::error::Error>> {
     Ok(match name {
         "jfk" => {
-            let dir = mica_core::models::ensure("jfk")?;
-            mica_core::media::load_all(dir.join("jfk.wav"))?.samples
+            let dir = mica_models::ensure("jfk")?;
+            mica_media::load_all(dir.join("jfk.wav"))?.samples
         }
         "noise" => lcg_noise(n),
         other => return Err(format!("unknown case {other}").into()),
@@ -51,7 +51,7 @@ fn audio(name: &str, n: usize) -> Result<Vec<f32>, Box<dyn std::error::Error>> {
 
 #[test]
 fn filters_match_openai_npz() -> TestResult {
-    let dir = mica_core::models::ensure("mel-filters")?;
+    let dir = mica_models::ensure("mel-filters")?;
     let npz = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)?;
     for n_mels in [80, 128] {
         let want = npz[&format!("mel_{n_mels}")]

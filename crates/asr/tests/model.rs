@@ -57,7 +57,7 @@ fn model(name: &str, precision: Precision) -> Res<Arc<Whisper>> {
     if let Some(m) = map.lock().map_err(|e| e.to_string())?.get(&key) {
         return Ok(Arc::clone(m));
     }
-    let dir = mica_core::models::ensure(name)?;
+    let dir = mica_models::ensure(name)?;
     let m = Arc::new(Whisper::load(&dir, &Device::Cpu, precision)?);
     map.lock()
         .map_err(|e| e.to_string())?
@@ -66,8 +66,8 @@ fn model(name: &str, precision: Precision) -> Res<Arc<Whisper>> {
 }
 
 fn jfk_mel(n_mels: usize, meta: &AudioMeta) -> Res<Mel> {
-    let dir = mica_core::models::ensure("jfk")?;
-    let x = mica_core::media::load_all(dir.join("jfk.wav"))?.samples;
+    let dir = mica_models::ensure("jfk")?;
+    let x = mica_media::load_all(dir.join("jfk.wav"))?.samples;
     assert_eq!(x.len(), meta.samples, "jfk sample count");
     let sum: f64 = x.iter().map(|&v| f64::from(v)).sum();
     assert!((sum - meta.sum).abs() < 1e-6, "jfk decoded differently");

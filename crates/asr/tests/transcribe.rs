@@ -41,18 +41,18 @@ fn transcriber_in(name: &'static str, precision: Precision) -> Res<&'static Tran
     if let Some(t) = cell.get() {
         return Ok(t);
     }
-    let dir = mica_core::models::ensure(name)?;
+    let dir = mica_models::ensure(name)?;
     let t = Transcriber::load(&dir, &device()?, precision)?;
     Ok(cell.get_or_init(|| t))
 }
 
 fn sample(rel: &str) -> Res<PathBuf> {
     let (asset, file) = rel.split_once('/').ok_or("bad sample path")?;
-    Ok(mica_core::models::ensure(asset)?.join(file))
+    Ok(mica_models::ensure(asset)?.join(file))
 }
 
 fn audio(rel: &str) -> Res<Vec<f32>> {
-    Ok(mica_core::media::load_all(sample(rel)?)?.samples)
+    Ok(mica_media::load_all(sample(rel)?)?.samples)
 }
 
 fn text(t: &Transcript) -> String {
@@ -97,7 +97,7 @@ fn references(set: &str) -> Res<Vec<(String, String)>> {
         "librivox" => ("librivox", "transcription"),
         _ => ("cards", "cards.transcription"),
     };
-    let dir = mica_core::models::ensure(asset)?;
+    let dir = mica_models::ensure(asset)?;
     let mut out = Vec::new();
     for line in std::fs::read_to_string(dir.join(list))?.lines() {
         let Some((body, id)) = line.rsplit_once('(') else {
@@ -311,7 +311,7 @@ fn mp3_at_8khz() -> Res<()> {
         .arg(&mp3)
         .status()?;
     assert!(status.success(), "ffmpeg failed");
-    let stream = mica_core::media::AudioStream::open(&mp3)?;
+    let stream = mica_media::AudioStream::open(&mp3)?;
     let t = transcriber("tiny.en")?.transcribe_stream(stream, &english())?;
     let got = text(&t);
     println!("8 kHz mp3: {got}");

@@ -21,16 +21,16 @@ struct Placed {
 
 fn fixtures() -> Res<Vec<(Vec<f32>, String)>> {
     let mut out = Vec::new();
-    let jfk = mica_core::models::ensure("jfk")?;
+    let jfk = mica_models::ensure("jfk")?;
     out.push((
-        mica_core::media::load_all(jfk.join("jfk.wav"))?.samples,
+        mica_media::load_all(jfk.join("jfk.wav"))?.samples,
         "and so my fellow americans ask not what your country can do for you ask what you can do for your country".to_string(),
     ));
     for (asset, list) in [
         ("librivox", "transcription"),
         ("cards", "cards.transcription"),
     ] {
-        let dir = mica_core::models::ensure(asset)?;
+        let dir = mica_models::ensure(asset)?;
         for line in std::fs::read_to_string(dir.join(list))?.lines() {
             let Some((body, id)) = line.rsplit_once('(') else {
                 continue;
@@ -42,7 +42,7 @@ fn fixtures() -> Res<Vec<(Vec<f32>, String)>> {
                 .replace("</s>", "")
                 .trim()
                 .to_string();
-            let samples = mica_core::media::load_all(dir.join(format!("{number}.wav")))?.samples;
+            let samples = mica_media::load_all(dir.join(format!("{number}.wav")))?.samples;
             out.push((samples, text));
         }
     }
@@ -100,8 +100,10 @@ fn transcriber() -> Res<&'static Transcriber> {
     if let Some(t) = T.get() {
         return Ok(t);
     }
-    let dir = mica_core::models::ensure("tiny.en")?;
-    let t = Transcriber::load(&dir, &candle_core::Device::Cpu, Precision::F32)?;
+    let dir = mica_models::ensure("tiny.en")?;
+    let device = candle_core::Device::Cpu;
+    let vad = mica_vad::SileroVad::from_path(mica_models::ensure("silero-v6")?, &device)?;
+    let t = Transcriber::load(&dir, &device, Precision::F32)?.with_vad(vad);
     Ok(T.get_or_init(|| t))
 }
 

@@ -8,9 +8,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use mica_core::document::Analysis;
-use mica_core::media::{self, AudioOptions, AudioStream};
 use mica_core::writers::{self, Format, WriterOptions};
 use mica_diarize::{DiarizeOptions, Diarizer, Method, Segmentation, SpeakerEncoder};
+use mica_media::{self as media, AudioOptions, AudioStream};
 
 /// Arguments of `mica diarize`.
 #[derive(Debug, Args)]
@@ -84,10 +84,10 @@ pub fn run(args: DiarizeArgs) -> Result<()> {
     options.validate()?;
     let started = Instant::now();
     let device = args.compute.apply()?;
-    let seg_dir = mica_core::models::ModelSpec::parse(&args.segmentation_model)?
-        .resolve(&[Segmentation::FILE])?;
-    let emb_dir = mica_core::models::ModelSpec::parse(&args.embedding_model)?
-        .resolve(&[SpeakerEncoder::FILE])?;
+    let seg_dir =
+        mica_models::ModelSpec::parse(&args.segmentation_model)?.resolve(&[Segmentation::FILE])?;
+    let emb_dir =
+        mica_models::ModelSpec::parse(&args.embedding_model)?.resolve(&[SpeakerEncoder::FILE])?;
     let diarizer = Diarizer::new(
         Segmentation::from_path(&seg_dir, &device)?,
         SpeakerEncoder::from_path(&emb_dir, &device)?,

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use mica_core::models::{Asset, AssetKind, Manifest, Status, Store};
+use mica_models::{Asset, AssetKind, Manifest, Status, Store};
 
 /// Arguments of `mica models`.
 #[derive(Debug, Args)]

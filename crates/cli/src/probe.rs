@@ -7,7 +7,9 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mica_core::media::{self, AudioOptions, AudioStream, FrameOptions, FrameSource, MediaWarning};
+use mica_media::{
+    self as media, AudioOptions, AudioStream, FrameOptions, FrameSource, MediaWarning,
+};
 use serde::Serialize;
 
 /// Arguments of `mica probe`.

@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use mica_core::document::{Analysis, MediaInfo, Timings};
-use mica_core::media::{self, Tools};
 use mica_core::writers::{self, Format, WriterOptions};
+use mica_media::{self as media, Tools};
 use mica_scenes::{ShotDetector, ShotList, ShotOptions, TransNetV2};
 
 /// Arguments of `mica shots`.
@@ -86,7 +86,7 @@ pub fn run(args: ShotsArgs) -> Result<()> {
             frames: video.frame_count_exact.then_some(video.frame_count),
         }),
     };
-    let dir = mica_core::models::ModelSpec::parse(&args.model)?.resolve(&[TransNetV2::FILE])?;
+    let dir = mica_models::ModelSpec::parse(&args.model)?.resolve(&[TransNetV2::FILE])?;
     let model = TransNetV2::from_path(&dir, &device)?;
     let detector = ShotDetector::new(model, options)?;
     let shots_started = Instant::now();

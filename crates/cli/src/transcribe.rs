@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use mica_asr::{Precision, Task, TranscribeOptions, Transcriber};
 use mica_core::document::Analysis;
-use mica_core::media::{self, AudioOptions, AudioStream};
 use mica_core::writers::{self, Format, WriterOptions};
+use mica_media::{self as media, AudioOptions, AudioStream};
 
 /// Arguments of `mica transcribe`.
 #[derive(Debug, Args)]
@@ -97,13 +97,17 @@ pub fn run(args: TranscribeArgs) -> Result<()> {
     options.validate()?;
     let started = Instant::now();
     let device = args.compute.apply()?;
-    let dir = mica_core::models::ModelSpec::parse(&args.model)?.resolve(&[
+    let dir = mica_models::ModelSpec::parse(&args.model)?.resolve(&[
         "config.json",
         "model.safetensors",
         "tokenizer.json",
     ])?;
-    let transcriber = Transcriber::load(&dir, &device, args.precision)
+    let mut transcriber = Transcriber::load(&dir, &device, args.precision)
         .with_context(|| format!("loading {}", args.model))?;
+    if args.vad {
+        let vad_dir = mica_models::ensure(mica_vad::SileroVad::ASSET)?;
+        transcriber = transcriber.with_vad(mica_vad::SileroVad::from_path(&vad_dir, &device)?);
+    }
     let media_info = media::describe(&args.input, &media::Tools::from_env())?;
     let stream = AudioStream::open_with(&args.input, &AudioOptions::default())?;
     let asr_started = Instant::now();

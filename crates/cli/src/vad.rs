@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use mica_core::document::Analysis;
-use mica_core::media::{self, AudioOptions, AudioStream};
 use mica_core::writers::{self, Format, WriterOptions};
+use mica_media::{self as media, AudioOptions, AudioStream};
 use mica_vad::{SileroVad, SpeechOptions, Vad};
 
 /// Arguments of `mica vad`.
@@ -64,7 +64,7 @@ pub fn run(args: VadArgs) -> Result<()> {
     options.validate()?;
     let started = Instant::now();
     let device = args.compute.apply()?;
-    let dir = mica_core::models::ModelSpec::parse(&args.model)?.resolve(&[SileroVad::FILE])?;
+    let dir = mica_models::ModelSpec::parse(&args.model)?.resolve(&[SileroVad::FILE])?;
     let model = SileroVad::from_path(&dir, &device)?;
     let vad = Vad::new(model, options)?;
     let media_info = media::describe(&args.input, &media::Tools::from_env())?;

@@ -1,14 +1,13 @@
-//! mica core: time types, documents, writers, media input, devices and model files.
+//! mica core: time types, documents, writers and devices.
 //!
-//! Everything the model crates, the engine, the server and the CLI share lives here. Model
-//! crates know nothing of files or HTTP; they take samples and frames from [`media`] and
-//! produce the [`document`] types that [`writers`] serialise.
+//! The types every other mica crate shares: [`time`] (samples, frames and timecodes),
+//! the [`document`] a run produces, the [`writers`] that serialise it (JSON, SRT, VTT,
+//! RTTM, CSV, EDL, text), the compute [`device`], and the errors of running a model
+//! ([`error::RunError`]). Media input lives in `mica-media`, model files in `mica-models`.
 
 pub mod device;
 pub mod document;
 pub mod error;
-pub mod media;
-pub mod models;
 pub mod process;
 pub mod time;
 pub mod writers;

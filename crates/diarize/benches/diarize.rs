@@ -36,8 +36,8 @@ fn sync(device: &Device) {
 
 fn setup() -> Res<(Vec<f32>, Tensor, Diarizer)> {
     let dev = device();
-    let path = mica_core::models::ensure("pyannote-sample")?.join("sample.wav");
-    let audio = mica_core::media::load_all(path)?.samples;
+    let path = mica_models::ensure("pyannote-sample")?.join("sample.wav");
+    let audio = mica_media::load_all(path)?.samples;
     let mut rows = Vec::with_capacity(BATCH * WINDOW_SAMPLES);
     for i in 0..BATCH {
         let s = (i * 16_000) % (audio.len() - WINDOW_SAMPLES);
@@ -45,8 +45,8 @@ fn setup() -> Res<(Vec<f32>, Tensor, Diarizer)> {
     }
     let windows = Tensor::from_vec(rows, (BATCH, WINDOW_SAMPLES), &dev)?;
     let diarizer = Diarizer::new(
-        Segmentation::from_store(&dev)?,
-        SpeakerEncoder::from_store(&dev)?,
+        Segmentation::from_path(mica_models::ensure(Segmentation::ASSET)?, &dev)?,
+        SpeakerEncoder::from_path(mica_models::ensure(SpeakerEncoder::ASSET)?, &dev)?,
         DiarizeOptions::default(),
     )?;
     Ok((audio, windows, diarizer))
@@ -58,8 +58,16 @@ fn stages(c: &mut Criterion) {
         Err(e) => panic!("benchmark set-up failed: {e}"),
     };
     let dev = device();
-    let seg = Segmentation::from_store(&dev).expect("segmentation model");
-    let enc = SpeakerEncoder::from_store(&dev).expect("embedding model");
+    let seg = Segmentation::from_path(
+        mica_models::ensure(Segmentation::ASSET).expect("segmentation model"),
+        &dev,
+    )
+    .expect("segmentation model");
+    let enc = SpeakerEncoder::from_path(
+        mica_models::ensure(SpeakerEncoder::ASSET).expect("embedding model"),
+        &dev,
+    )
+    .expect("embedding model");
 
     let mut g = c.benchmark_group("diarize");
     g.sample_size(10).measurement_time(Duration::from_secs(20));

@@ -25,9 +25,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(json) => serde_json::from_str(&json)?,
         Err(_) => DiarizeOptions::default(),
     };
-    let diarizer = Diarizer::from_store(&Device::Cpu, options)?;
+    let diarizer = Diarizer::new(
+        mica_diarize::Segmentation::from_path(
+            mica_models::ensure(mica_diarize::Segmentation::ASSET)?,
+            &Device::Cpu,
+        )?,
+        mica_diarize::SpeakerEncoder::from_path(
+            mica_models::ensure(mica_diarize::SpeakerEncoder::ASSET)?,
+            &Device::Cpu,
+        )?,
+        options,
+    )?;
     let started = Instant::now();
-    let mut stream = mica_core::media::AudioStream::open(audio)?;
+    let mut stream = mica_media::AudioStream::open(audio)?;
     let out = diarizer.diarize_stream(&mut stream)?;
     let secs = started.elapsed().as_secs_f64();
     for t in &out.turns {

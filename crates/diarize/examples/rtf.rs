@@ -22,8 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let mut parts = Vec::new();
     for (asset, file) in files {
-        let path = mica_core::models::ensure(asset)?.join(file);
-        parts.push(mica_core::media::load_all(path)?.samples);
+        let path = mica_models::ensure(asset)?.join(file);
+        parts.push(mica_media::load_all(path)?.samples);
     }
     let want = seconds * 16_000;
     let mut audio = Vec::with_capacity(want);
@@ -38,7 +38,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(json) => serde_json::from_str(&json)?,
         Err(_) => DiarizeOptions::default(),
     };
-    let d = Diarizer::from_store(&device()?, options)?;
+    let d = Diarizer::new(
+        mica_diarize::Segmentation::from_path(
+            mica_models::ensure(mica_diarize::Segmentation::ASSET)?,
+            &device()?,
+        )?,
+        mica_diarize::SpeakerEncoder::from_path(
+            mica_models::ensure(mica_diarize::SpeakerEncoder::ASSET)?,
+            &device()?,
+        )?,
+        options,
+    )?;
     let started = Instant::now();
     let mut s = d.session();
     for chunk in audio.chunks(16_000) {

@@ -11,10 +11,10 @@ use mica_diarize::{Segmentation, SpeakerEncoder};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dev = Device::Cpu;
-    let seg = Segmentation::from_store(&dev)?;
-    let enc = SpeakerEncoder::from_store(&dev)?;
-    let dir = mica_core::models::ensure("pyannote-sample")?;
-    let audio = mica_core::media::load_all(dir.join("sample.wav"))?.samples;
+    let seg = Segmentation::from_path(mica_models::ensure(Segmentation::ASSET)?, &dev)?;
+    let enc = SpeakerEncoder::from_path(mica_models::ensure(SpeakerEncoder::ASSET)?, &dev)?;
+    let dir = mica_models::ensure("pyannote-sample")?;
+    let audio = mica_media::load_all(dir.join("sample.wav"))?.samples;
     let b = 16;
     let mut rows = Vec::new();
     for i in 0..b {

@@ -15,6 +15,8 @@ use candle_nn::VarBuilder;
 use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftPlanner};
 
+use mica_core::error::RunError;
+
 use crate::DiarizeError;
 use crate::lstm::{LstmLayer, get};
 use crate::segmentation::{open_weights, with_path};
@@ -114,7 +116,7 @@ impl MelFrontEnd {
 
     /// Mel power spectrogram `[B, frames_for(n), MEL_BANDS]` of audio rows `[B, n]`.
     pub fn forward(&self, audio: &Tensor) -> Result<Tensor, DiarizeError> {
-        let (b, n) = audio.dims2().map_err(|_| DiarizeError::InputShape {
+        let (b, n) = audio.dims2().map_err(|_| RunError::InputShape {
             what: "mel input",
             found: audio.dims().to_vec(),
             expected: "[batch, samples]".into(),
@@ -294,15 +296,9 @@ impl SpeakerEncoder {
         device: &Device,
     ) -> Result<Arc<SpeakerEncoder>, DiarizeError> {
         let (vb, path) = open_weights(path.as_ref(), device, MODEL, ASSET)?;
-        let model = SpeakerEncoder::load(vb).map_err(|e| with_path(e, &path, MODEL, ASSET))?;
+        let model = SpeakerEncoder::load(vb).map_err(|e| with_path(e, &path, ASSET))?;
         tracing::debug!("loaded the speaker encoder from {}", path.display());
         Ok(Arc::new(model))
-    }
-
-    /// Loads `resemblyzer` from the model store (fetching it if needed).
-    pub fn from_store(device: &Device) -> Result<Arc<SpeakerEncoder>, DiarizeError> {
-        let dir = mica_core::models::ensure(ASSET)?;
-        SpeakerEncoder::from_path(dir, device)
     }
 
     /// The device the weights live on.
@@ -332,19 +328,20 @@ impl SpeakerEncoder {
     /// sequence b is its first `lengths[b]` frames (1 to T): the padding after it never
     /// reaches its final state, since the network only looks back.
     pub fn embed(&self, mels: &Tensor, lengths: &[usize]) -> Result<Tensor, DiarizeError> {
-        let (b, t, bands) = mels.dims3().map_err(|_| DiarizeError::InputShape {
+        let (b, t, bands) = mels.dims3().map_err(|_| RunError::InputShape {
             what: "mel sequences",
             found: mels.dims().to_vec(),
             expected: format!("[batch, frames, {MEL_BANDS}]"),
         })?;
         if bands != MEL_BANDS || lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > t) {
-            return Err(DiarizeError::InputShape {
+            return Err(RunError::InputShape {
                 what: "mel sequences",
                 found: mels.dims().to_vec(),
                 expected: format!(
                     "[batch, frames, {MEL_BANDS}] with one length in 1..=frames per sequence"
                 ),
-            });
+            }
+            .into());
         }
         let host = match mels.device() {
             Device::Cpu => {

@@ -7,19 +7,27 @@
 //!   embedding per (window, local speaker) from the frames where that speaker talks alone.
 //! - [`clustering`]: agglomerative (average linkage, cosine) and spectral clustering,
 //!   honouring a speaker count or bounds.
-//! - [`Diarizer`] / [`Session`]: the streaming pipeline (bounded memory) from samples or a
-//!   decoding [`AudioStream`](mica_core::media::AudioStream) to
+//! - [`Diarizer`] / [`Session`]: the streaming pipeline (bounded memory) from samples or
+//!   (feature `media`, on by default) a decoding `mica_media::AudioStream` to
 //!   [`SpeakerTurns`](mica_core::document::SpeakerTurns), overlapped speech kept.
 //! - [`attach_speakers`]: speaker labels onto a transcript's words and segments.
 //! - [`der`]: the diarization error rate (optimal mapping, collar, overlap scored).
 //!
-//! Both networks equal their PyTorch references within 1e-4 (tests/parity.rs).
+//! Both networks equal their PyTorch references within 1e-4 (tests/parity.rs). They load
+//! from a file or directory; the crate never downloads (`mica-models` installs
+//! [`Segmentation::ASSET`] and [`SpeakerEncoder::ASSET`]).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), mica_diarize::DiarizeError> {
 //! use mica_diarize::{DiarizeOptions, Diarizer};
-//! let diarizer = Diarizer::from_store(&candle_core::Device::Cpu, DiarizeOptions::default())?;
-//! let mut audio = mica_core::media::AudioStream::open("meeting.wav")?;
+//! use mica_diarize::{Segmentation, SpeakerEncoder};
+//! let device = candle_core::Device::Cpu;
+//! let diarizer = Diarizer::new(
+//!     Segmentation::from_path("models/pyannote-segmentation", &device)?,
+//!     SpeakerEncoder::from_path("models/resemblyzer", &device)?,
+//!     DiarizeOptions::default(),
+//! )?;
+//! let mut audio = mica_media::AudioStream::open("meeting.wav")?;
 //! for t in diarizer.diarize_stream(&mut audio)?.turns {
 //!     println!("{:.2}-{:.2} {}", t.start, t.end, t.speaker);
 //! }

@@ -516,24 +516,7 @@ pub(crate) fn get(
     name: &str,
     shape: &[usize],
 ) -> Result<Tensor, DiarizeError> {
-    let full = if vb.prefix().is_empty() {
-        name.to_string()
-    } else {
-        format!("{}.{name}", vb.prefix())
-    };
-    if !vb.contains_tensor(name) {
-        return Err(DiarizeError::MissingWeight { model, name: full });
-    }
-    let t = vb.get_unchecked_dtype(name, DType::F32)?;
-    if t.dims() != shape {
-        return Err(DiarizeError::WeightShape {
-            model,
-            name: full,
-            found: t.dims().to_vec(),
-            expected: shape.to_vec(),
-        });
-    }
-    Ok(t)
+    Ok(mica_core::error::weight(vb, model, name, shape)?)
 }
 
 #[cfg(test)]

@@ -20,10 +20,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use mica_core::document::{SpeakerTurn, SpeakerTurns};
-use mica_core::media::AudioStream;
+#[cfg(feature = "media")]
+use mica_media::AudioStream;
 use serde::{Deserialize, Serialize};
+
+use mica_core::error::RunError;
 
 use crate::clustering::{self, Method, SpeakerCount};
 use crate::embedding::{EMBEDDING_DIM, HOP, MEL_BANDS, MelFrontEnd, PARTIAL_FRAMES};
@@ -112,7 +115,7 @@ impl Default for DiarizeOptions {
 impl DiarizeOptions {
     /// Checks ranges and that the speaker-count options agree.
     pub fn validate(&self) -> Result<(), DiarizeError> {
-        let bad = |m: String| Err(DiarizeError::InvalidOption(m));
+        let bad = |m: String| Err(RunError::option("diarization", m).into());
         if !(self.step.is_finite() && self.step >= 0.1 && self.step <= 5.0) {
             return bad(format!("step must be 0.1 to 5 seconds, not {}", self.step));
         }
@@ -235,15 +238,6 @@ impl Diarizer {
         })
     }
 
-    /// Loads both networks from the model store onto `device`.
-    pub fn from_store(device: &Device, options: DiarizeOptions) -> Result<Diarizer, DiarizeError> {
-        Diarizer::new(
-            Segmentation::from_store(device)?,
-            SpeakerEncoder::from_store(device)?,
-            options,
-        )
-    }
-
     /// The options in use.
     pub fn options(&self) -> &DiarizeOptions {
         &self.options
@@ -273,6 +267,7 @@ impl Diarizer {
     }
 
     /// Diarizes a decoding stream to its end, holding only a window of samples at a time.
+    #[cfg(feature = "media")]
     pub fn diarize_stream(&self, stream: &mut AudioStream) -> Result<Diarization, DiarizeError> {
         let mut s = self.session();
         while let Some(chunk) = stream.next_chunk()? {
@@ -332,12 +327,7 @@ pub struct Session<'a> {
 impl Session<'_> {
     /// Adds samples (16 kHz mono, finite).
     pub fn push(&mut self, samples: &[f32]) -> Result<(), DiarizeError> {
-        if let Some(i) = samples.iter().position(|s| !s.is_finite()) {
-            return Err(DiarizeError::NonFinite {
-                index: (self.total + i) as u64,
-                value: samples[i],
-            });
-        }
+        RunError::check_finite("audio sample", samples, self.total as u64)?;
         self.buf.extend_from_slice(samples);
         self.total += samples.len();
         // Whole windows from the next start on.

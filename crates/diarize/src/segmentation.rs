@@ -21,6 +21,8 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
+use mica_core::error::RunError;
+
 use crate::DiarizeError;
 use crate::lstm::{LstmLayer, get};
 use crate::threads::par_granules;
@@ -242,15 +244,9 @@ impl Segmentation {
         device: &Device,
     ) -> Result<Arc<Segmentation>, DiarizeError> {
         let (vb, path) = open_weights(path.as_ref(), device, MODEL, ASSET)?;
-        let model = Segmentation::load(vb).map_err(|e| with_path(e, &path, MODEL, ASSET))?;
+        let model = Segmentation::load(vb).map_err(|e| with_path(e, &path, ASSET))?;
         tracing::debug!("loaded the segmentation model from {}", path.display());
         Ok(Arc::new(model))
-    }
-
-    /// Loads `pyannote-segmentation` from the model store (fetching it if needed).
-    pub fn from_store(device: &Device) -> Result<Arc<Segmentation>, DiarizeError> {
-        let dir = mica_core::models::ensure(ASSET)?;
-        Segmentation::from_path(dir, device)
     }
 
     /// The device the weights live on.
@@ -276,14 +272,14 @@ impl Segmentation {
     /// least [`RECEPTIVE_FIELD`] samples; the checkpoint was trained on
     /// [`WINDOW_SAMPLES`]).
     pub fn forward(&self, windows: &Tensor) -> Result<Tensor, DiarizeError> {
-        let shape_err = || DiarizeError::InputShape {
+        let shape_err = || RunError::InputShape {
             what: "segmentation input",
             found: windows.dims().to_vec(),
             expected: format!("[batch, samples >= {RECEPTIVE_FIELD}]"),
         };
         let (b, n) = windows.dims2().map_err(|_| shape_err())?;
         if n < RECEPTIVE_FIELD || b == 0 {
-            return Err(shape_err());
+            return Err(shape_err().into());
         }
         let mut xs = match &self.host_front {
             Some(front) => {
@@ -619,36 +615,20 @@ pub(crate) fn open_weights<'a>(
     if path.is_dir() {
         path = path.join(Segmentation::FILE);
     }
-    let tensors =
-        candle_core::safetensors::load(&path, device).map_err(|e| DiarizeError::Weights {
-            model,
-            asset,
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+    let tensors = candle_core::safetensors::load(&path, device).map_err(|e| RunError::Weights {
+        model,
+        asset,
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
     Ok((VarBuilder::from_tensors(tensors, DType::F32, device), path))
 }
 
 /// Names the file in a load error that happened after it was read.
-pub(crate) fn with_path(
-    e: DiarizeError,
-    path: &Path,
-    model: &'static str,
-    asset: &'static str,
-) -> DiarizeError {
+pub(crate) fn with_path(e: DiarizeError, path: &Path, asset: &'static str) -> DiarizeError {
     match e {
-        DiarizeError::Candle(e) => DiarizeError::Weights {
-            model,
-            asset,
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        },
-        DiarizeError::MissingWeight { name, .. } => DiarizeError::Weights {
-            model,
-            asset,
-            path: path.to_path_buf(),
-            reason: format!("tensor {name} is missing"),
-        },
+        DiarizeError::Run(e) => DiarizeError::Run(e.in_file(asset, path)),
+        #[cfg(feature = "media")]
         other => other,
     }
 }

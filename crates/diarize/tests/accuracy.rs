@@ -147,7 +147,7 @@ fn pyannote_sample_der() -> TestResult {
         out.speakers.len()
     );
     // Streaming from the file gives the same turns as the whole buffer.
-    let mut stream = mica_core::media::AudioStream::open(path("pyannote-sample")?)?;
+    let mut stream = mica_media::AudioStream::open(path("pyannote-sample")?)?;
     let streamed = diarizer(DiarizeOptions::default())?.diarize_stream(&mut stream)?;
     assert_eq!(streamed.turns, out.turns);
     Ok(())

@@ -5,6 +5,7 @@ mod common;
 
 use candle_core::Tensor;
 use common::*;
+use mica_core::error::{ErrorKind, RunError};
 use mica_diarize::segmentation::WINDOW_SAMPLES;
 use mica_diarize::{DiarizeError, DiarizeOptions, Diarizer, Segmentation, SpeakerEncoder};
 
@@ -150,7 +151,7 @@ fn damaged_samples_and_bad_options_are_errors() -> TestResult {
     let mut x = vec![0.1f32; 20_000];
     x[17_000] = f32::NAN;
     match d.diarize(&x) {
-        Err(DiarizeError::NonFinite { index: 17_000, .. }) => {}
+        Err(DiarizeError::Run(RunError::NonFinite { index: 17_000, .. })) => {}
         other => panic!("expected NonFinite at 17000, got {other:?}"),
     }
     for bad in [
@@ -188,7 +189,11 @@ fn damaged_samples_and_bad_options_are_errors() -> TestResult {
         let e = Diarizer::new(segmentation()?, encoder()?, bad.clone())
             .err()
             .ok_or_else(|| format!("{bad:?} accepted"))?;
-        assert!(matches!(e, DiarizeError::InvalidOption(_)), "{e}");
+        assert!(
+            matches!(e, DiarizeError::Run(RunError::InvalidOption { .. })),
+            "{e}"
+        );
+        assert_eq!(e.kind(), ErrorKind::Options);
         assert!(
             e.to_string().starts_with("invalid diarization option"),
             "{e}"
@@ -206,15 +211,26 @@ fn wrong_weights_name_the_file() -> TestResult {
     let dir = tempfile::tempdir()?;
     let dev = device()?;
     // The embedding model's file is not a segmentation model, and vice versa.
-    let emb = mica_core::models::ensure("resemblyzer")?.join(SpeakerEncoder::FILE);
+    let emb = mica_models::ensure("resemblyzer")?.join(SpeakerEncoder::FILE);
     let e = Segmentation::from_path(&emb, &dev).err().ok_or("loaded")?;
+    assert!(
+        matches!(e, DiarizeError::Run(RunError::Weights { .. })),
+        "{e}"
+    );
     let msg = e.to_string();
     assert!(
         msg.contains("model.safetensors") && msg.contains("missing"),
         "{msg}"
     );
-    let seg = mica_core::models::ensure("pyannote-segmentation")?;
-    assert!(SpeakerEncoder::from_path(&seg, &dev).is_err());
+    let seg = mica_models::ensure("pyannote-segmentation")?;
+    let e = SpeakerEncoder::from_path(&seg, &dev)
+        .err()
+        .ok_or("loaded")?;
+    assert!(
+        matches!(e, DiarizeError::Run(RunError::Weights { .. })),
+        "{e}"
+    );
+    assert_eq!(e.kind(), ErrorKind::Model);
     // Not a safetensors file at all.
     let junk = dir.path().join("model.safetensors");
     std::fs::write(&junk, b"not weights")?;

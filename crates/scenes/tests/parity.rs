@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use mica_core::media::Rational;
+use mica_media::Rational;
 use mica_scenes::{ShotDetector, ShotList, ShotOptions};
 use sha2::{Digest, Sha256};
 
@@ -15,7 +15,7 @@ fn probabilities_match_pytorch_on_real_frames() -> TestResult {
     let golden = golden()?;
     let model = model()?;
     for file in &golden.files {
-        let path = mica_core::models::ensure(&file.asset)?.join(&file.name);
+        let path = mica_models::ensure(&file.asset)?.join(&file.name);
         let frames = frames(&path)?;
         // Same pictures as the reference's ffmpeg call, byte for byte.
         let mut hash = Sha256::new();
@@ -89,7 +89,7 @@ fn probabilities_match_pytorch_on_real_frames() -> TestResult {
 }
 
 fn frames_rate(path: &std::path::Path) -> Res<Rational> {
-    Ok(mica_core::media::probe(path)?.base_rate)
+    Ok(mica_media::probe(path)?.base_rate)
 }
 
 /// The generic candle path (what GPUs run: conv2d, separate ops) equals the CPU kernels
@@ -113,7 +113,7 @@ fn generic_path_matches_cpu_kernels() -> TestResult {
         cpu_kernels: false,
         ..Config::default()
     };
-    let dir = mica_core::models::ensure("transnetv2")?;
+    let dir = mica_models::ensure("transnetv2")?;
     let generic = TransNetV2::from_path_with(dir, &config, &Device::Cpu)?.forward(&input)?;
     for (a, b) in [(&fast.single, &generic.single), (&fast.many, &generic.many)] {
         let diff = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;

@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use mica_core::media::{FrameOptions, Rational};
+use mica_media::{FrameOptions, Rational};
 use mica_scenes::{ShotDetector, ShotOptions};
 
 #[test]
@@ -40,7 +40,7 @@ fn numbered_images_as_a_directory_and_as_a_pattern() -> TestResult {
         constant_rate: true,
         ..FrameOptions::new(48, 27)
     };
-    let source = mica_core::media::FrameSource::open(dir.path().join("img_%04d.png"), &options)?;
+    let source = mica_media::FrameSource::open(dir.path().join("img_%04d.png"), &options)?;
     let list = detector.detect_source(source, dir.path())?;
     assert_eq!(list.frames, 80);
     assert_eq!(list.fps, 10.0);

@@ -37,8 +37,8 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 fn audio16() -> Res<Vec<f32>> {
     let mut parts = Vec::new();
     for (asset, file) in FILES {
-        let path = mica_core::models::ensure(asset)?.join(file);
-        parts.push(mica_core::media::load_all(path)?.samples);
+        let path = mica_models::ensure(asset)?.join(file);
+        parts.push(mica_media::load_all(path)?.samples);
     }
     let want = SECONDS * 16_000;
     let mut out = Vec::with_capacity(want);
@@ -97,7 +97,10 @@ fn run_batched(
 
 fn setup() -> Res<(Arc<SileroVad>, Vec<f32>)> {
     let device = Device::Cpu;
-    Ok((SileroVad::from_store(&device)?, audio16()?))
+    Ok((
+        SileroVad::from_path(mica_models::ensure("silero-v6")?, &device)?,
+        audio16()?,
+    ))
 }
 
 fn benches(c: &mut Criterion) {

@@ -14,8 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::args().nth(1).ok_or("usage: dump_audio OUT_DIR")?);
     std::fs::create_dir_all(&out)?;
     for (name, asset, file) in FILES {
-        let path = mica_core::models::ensure(asset)?.join(file);
-        let audio = mica_core::media::load_all(&path)?;
+        let path = mica_models::ensure(asset)?.join(file);
+        let audio = mica_media::load_all(&path)?;
         let mut f =
             std::io::BufWriter::new(std::fs::File::create(out.join(format!("{name}.f32")))?);
         for s in &audio.samples {

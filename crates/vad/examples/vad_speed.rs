@@ -111,8 +111,11 @@ fn in_workers(
         handles
             .into_iter()
             .map(|h| {
-                h.join()
-                    .unwrap_or(Err(VadError::InvalidOption("worker panicked".into())))
+                h.join().unwrap_or(Err(mica_core::error::RunError::option(
+                    "bench",
+                    "worker panicked",
+                )
+                .into()))
             })
             .collect()
     });
@@ -132,8 +135,8 @@ fn median(xs: &[f64]) -> f64 {
 fn main() -> Res<()> {
     let args = args()?;
     let device = args.device.resolve()?;
-    let model: Arc<SileroVad> = SileroVad::from_store(&device)?;
-    let audio = mica_core::media::load_all(&args.input)?.samples;
+    let model: Arc<SileroVad> = SileroVad::from_path(mica_models::ensure("silero-v6")?, &device)?;
+    let audio = mica_media::load_all(&args.input)?.samples;
     let rate = SampleRate::Hz16000;
     let vad = Vad::new(Arc::clone(&model), SpeechOptions::default())?;
 

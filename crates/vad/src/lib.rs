@@ -6,14 +6,18 @@
 //!   independent streams in one call (state `[2, B, 128]` per call).
 //! - [`VadStream`]: one live stream; push chunks of any size, get probabilities and
 //!   speech start/end/region events.
-//! - [`Vad`]: offline detection over samples or a decoding
-//!   [`AudioStream`](mica_core::media::AudioStream), on the same path as the stream.
+//! - [`Vad`]: offline detection over samples or (feature `media`, on by default) a
+//!   decoding `mica_media::AudioStream`, on the same path as the stream.
+//!
+//! The crate loads weights from a file or directory ([`SileroVad::from_path`]); it never
+//! downloads. `mica-models` (feature `fetch`) installs them:
+//! `mica_models::ensure("silero-v6")` gives the directory.
 //! - [`speech_segments`]: regions from probabilities alone.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), mica_vad::VadError> {
 //! use mica_vad::{SampleRate, SileroVad, SpeechOptions, Vad};
-//! let model = SileroVad::from_store(&candle_core::Device::Cpu)?;
+//! let model = SileroVad::from_path("models/silero-v6", &candle_core::Device::Cpu)?;
 //! let vad = Vad::new(model, SpeechOptions::default())?;
 //! let samples = vec![0.0f32; 16_000];
 //! let out = vad.detect(&samples, SampleRate::Hz16000)?;

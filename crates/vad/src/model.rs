@@ -22,6 +22,11 @@ use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::VadError;
+use crate::error::MODEL;
+
+/// The store asset that provides the weights.
+const ASSET: &str = "silero-v6";
+use mica_core::error::RunError;
 
 /// LSTM hidden size (and the encoder's output channels).
 pub const HIDDEN: usize = 128;
@@ -341,24 +346,26 @@ impl RateNet {
     /// One window for each of `B` independent streams: `input` `[B, context + window]`,
     /// `state` `[2, B, HIDDEN]` (h then c). Returns the probabilities `[B]` and the new state.
     pub fn forward(&self, input: &Tensor, state: &Tensor) -> Result<(Tensor, Tensor), VadError> {
-        let (b, len) = input.dims2().map_err(|_| VadError::InputShape {
+        let (b, len) = input.dims2().map_err(|_| RunError::InputShape {
             what: "input",
             found: input.dims().to_vec(),
             expected: format!("[batch, {}]", self.rate.input_len()),
         })?;
         if len != self.rate.input_len() {
-            return Err(VadError::InputShape {
+            return Err(RunError::InputShape {
                 what: "input",
                 found: input.dims().to_vec(),
                 expected: format!("[batch, {}]", self.rate.input_len()),
-            });
+            }
+            .into());
         }
         if state.dims() != [2, b, HIDDEN] {
-            return Err(VadError::InputShape {
+            return Err(RunError::InputShape {
                 what: "state",
                 found: state.dims().to_vec(),
                 expected: format!("[2, {b}, {HIDDEN}]"),
-            });
+            }
+            .into());
         }
         let gates = self.input_gates(&self.encode(input)?)?;
         let (h, c) = self.cell(&gates, &state.i(0)?, &state.i(1)?)?;
@@ -390,6 +397,8 @@ pub struct SileroVad {
 impl SileroVad {
     /// The file name inside a model directory.
     pub const FILE: &'static str = "model.safetensors";
+    /// The `mica-models` asset that provides the weights (`mica models fetch` installs it).
+    pub const ASSET: &'static str = ASSET;
 
     /// Loads both branches from tensors named `16k.*` and `8k.*`.
     pub fn load(vb: VarBuilder) -> Result<SileroVad, VadError> {
@@ -406,31 +415,22 @@ impl SileroVad {
         if path.is_dir() {
             path = path.join(Self::FILE);
         }
+        let weights = |reason: String| RunError::Weights {
+            model: MODEL,
+            asset: ASSET,
+            path: path.clone(),
+            reason,
+        };
         let tensors =
-            candle_core::safetensors::load(&path, device).map_err(|e| VadError::Weights {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            candle_core::safetensors::load(&path, device).map_err(|e| weights(e.to_string()))?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        // Whatever is wrong with the file is reported with its path.
         let model = SileroVad::load(vb).map_err(|e| match e {
-            VadError::Candle(e) => VadError::Weights {
-                path: path.clone(),
-                reason: e.to_string(),
-            },
-            VadError::Weights { reason, .. } => VadError::Weights {
-                path: path.clone(),
-                reason,
-            },
+            VadError::Run(e) => VadError::Run(e.in_file(ASSET, &path)),
             other => other,
         })?;
         tracing::debug!("loaded Silero VAD from {}", path.display());
         Ok(Arc::new(model))
-    }
-
-    /// Loads `silero-v6` from the model store (fetching and converting it if needed).
-    pub fn from_store(device: &Device) -> Result<Arc<SileroVad>, VadError> {
-        let dir = mica_core::models::ensure("silero-v6")?;
-        SileroVad::from_path(dir, device)
     }
 
     /// The branch for `rate`.
@@ -464,21 +464,7 @@ impl SileroVad {
 
 /// A tensor of `vb` with its shape checked, so a wrong file fails with a named tensor.
 fn get(vb: &VarBuilder, name: &str, shape: &[usize]) -> Result<Tensor, VadError> {
-    if !vb.contains_tensor(name) {
-        return Err(VadError::Weights {
-            path: Default::default(),
-            reason: format!("tensor {}.{name} is missing", vb.prefix()),
-        });
-    }
-    let t = vb.get_unchecked_dtype(name, DType::F32)?;
-    if t.dims() != shape {
-        return Err(VadError::WeightShape {
-            name: format!("{}.{name}", vb.prefix()),
-            found: t.dims().to_vec(),
-            expected: shape.to_vec(),
-        });
-    }
-    Ok(t)
+    Ok(mica_core::error::weight(vb, MODEL, name, shape)?)
 }
 
 #[cfg(test)]

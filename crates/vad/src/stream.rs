@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
 use mica_core::document::SpeechRegions;
-use mica_core::media::{AudioStream, SAMPLE_RATE};
+use mica_core::error::RunError;
+#[cfg(feature = "media")]
+use mica_media::AudioStream;
 
 use crate::VadError;
+use crate::error::MODEL;
 use crate::model::{HIDDEN, SampleRate, SileroVad};
 use crate::timestamps::{Padder, Raw, Segmenter, SpeechOptions, SpeechSegment, Transition};
 
@@ -102,9 +105,11 @@ impl Runner {
                     host.hs.clear();
                     for g in gates.chunks_exact(4 * HIDDEN) {
                         if !net.cell_host(g, &mut host.h, &mut host.c, &mut host.scratch) {
-                            return Err(VadError::InvalidOption(
-                                "the CPU recurrence needs the weights in host memory".into(),
-                            ));
+                            return Err(RunError::option(
+                                MODEL,
+                                "the CPU recurrence needs the weights in host memory",
+                            )
+                            .into());
                         }
                         host.hs.extend_from_slice(&host.h);
                     }
@@ -237,12 +242,7 @@ impl VadStream {
         if self.finished {
             return Err(VadError::Finished);
         }
-        if let Some(i) = samples.iter().position(|s| !s.is_finite()) {
-            return Err(VadError::NonFinite {
-                index: self.samples + i as u64,
-                value: samples[i],
-            });
-        }
+        RunError::check_finite("audio sample", samples, self.samples)?;
         self.begin_output();
         let win = self.runner.rate.window();
         self.samples += samples.len() as u64;
@@ -375,7 +375,7 @@ impl VadOutput {
 }
 
 /// Voice activity detection with shared weights and fixed options: offline over samples
-/// or a decoding [`AudioStream`], or live through [`Vad::stream`].
+/// or a decoding `AudioStream` (feature `media`), or live through [`Vad::stream`].
 #[derive(Debug, Clone)]
 pub struct Vad {
     model: Arc<SileroVad>,
@@ -427,12 +427,13 @@ impl Vad {
 
     /// Regions of a decoding stream (16 kHz), chunk by chunk: memory stays flat however
     /// long the input. Probabilities are kept only when `keep_probabilities` is set.
+    #[cfg(feature = "media")]
     pub fn detect_audio(
         &self,
         audio: &mut AudioStream,
         keep_probabilities: bool,
     ) -> Result<VadOutput, VadError> {
-        let rate = SampleRate::from_hz(SAMPLE_RATE)?;
+        let rate = SampleRate::Hz16000;
         let mut stream = self.stream(rate)?;
         let mut probabilities = Vec::new();
         let mut segments = Vec::new();

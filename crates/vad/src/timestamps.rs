@@ -11,7 +11,9 @@
 use mica_core::time::TimeRange;
 
 use crate::VadError;
+use crate::error::MODEL;
 use crate::model::SampleRate;
+use mica_core::error::RunError;
 
 /// How probabilities become speech regions; the defaults are silero's.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -57,7 +59,7 @@ impl Default for SpeechOptions {
 impl SpeechOptions {
     /// Checks ranges; called by every entry point that takes options.
     pub fn validate(&self) -> Result<(), VadError> {
-        let bad = |what: String| Err(VadError::InvalidOption(what));
+        let bad = |what: String| Err(RunError::option(MODEL, what).into());
         if !(self.threshold.is_finite() && (0.0..=1.0).contains(&self.threshold)) {
             return bad(format!("threshold {} must be in [0, 1]", self.threshold));
         }

@@ -7,7 +7,8 @@ use std::io::Write;
 
 use candle_core::{Device, Tensor};
 use common::*;
-use mica_core::media::{AudioOptions, AudioStream};
+use mica_core::error::{ErrorKind, RunError};
+use mica_media::{AudioOptions, AudioStream};
 use mica_vad::{SampleRate, SileroVad, SpeechOptions, Vad, VadError};
 
 fn vad() -> Res<Vad> {
@@ -53,7 +54,7 @@ fn non_finite_samples_are_an_error() -> TestResult {
         let mut x = vec![0.0f32; 2000];
         x[1234] = bad;
         match vad()?.detect(&x, SampleRate::Hz16000) {
-            Err(VadError::NonFinite { index: 1234, .. }) => {}
+            Err(VadError::Run(RunError::NonFinite { index: 1234, .. })) => {}
             other => panic!("expected NonFinite at 1234, got {other:?}"),
         }
         // In a stream the index counts from the stream's start and the chunk is not used.
@@ -61,7 +62,7 @@ fn non_finite_samples_are_an_error() -> TestResult {
         stream.push(&[0.1; 300])?;
         let err = stream.push(&x).err().ok_or("expected an error")?;
         assert!(
-            matches!(err, VadError::NonFinite { index: 1534, .. }),
+            matches!(err, VadError::Run(RunError::NonFinite { index: 1534, .. })),
             "{err}"
         );
         assert!(err.to_string().contains("sample 1534"), "{err}");
@@ -84,14 +85,23 @@ fn only_16k_and_8k_are_accepted() {
 fn batched_forward_checks_shapes() -> TestResult {
     let m = model()?;
     let input = Tensor::zeros((3, 576), candle_core::DType::F32, &Device::Cpu)?;
+    let wrong_rate = m.forward(SampleRate::Hz8000, &input, &m.zero_state(3)?);
     assert!(
-        m.forward(SampleRate::Hz8000, &input, &m.zero_state(3)?)
-            .is_err()
+        matches!(
+            wrong_rate,
+            Err(VadError::Run(RunError::InputShape { what: "input", .. }))
+        ),
+        "{wrong_rate:?}"
     );
+    let wrong_state = m.forward(SampleRate::Hz16000, &input, &m.zero_state(2)?);
     assert!(
-        m.forward(SampleRate::Hz16000, &input, &m.zero_state(2)?)
-            .is_err()
+        matches!(
+            wrong_state,
+            Err(VadError::Run(RunError::InputShape { what: "state", .. }))
+        ),
+        "{wrong_state:?}"
     );
+    assert_eq!(wrong_state.err().map(|e| e.kind()), Some(ErrorKind::Input));
     let (p, s) = m.forward(SampleRate::Hz16000, &input, &m.zero_state(3)?)?;
     assert_eq!(p.dims(), [3]);
     assert_eq!(s.dims(), [2, 3, 128]);
@@ -105,10 +115,20 @@ fn bad_weights_are_a_clear_error() -> TestResult {
     let err = SileroVad::from_path(&missing, &Device::Cpu)
         .err()
         .ok_or("loaded nothing")?;
-    assert!(matches!(err, VadError::Weights { .. }), "{err}");
+    assert!(
+        matches!(err, VadError::Run(RunError::Weights { .. })),
+        "{err}"
+    );
     let garbage = dir.path().join("garbage.safetensors");
     std::fs::File::create(&garbage)?.write_all(b"not a safetensors file")?;
-    assert!(SileroVad::from_path(&garbage, &Device::Cpu).is_err());
+    let err = SileroVad::from_path(&garbage, &Device::Cpu)
+        .err()
+        .ok_or("loaded garbage")?;
+    assert!(
+        matches!(err, VadError::Run(RunError::Weights { .. })),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Model);
     // A valid file without the network's tensors names what is missing.
     let partial = dir.path().join("partial.safetensors");
     let t = Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu)?;
@@ -128,7 +148,7 @@ fn bad_weights_are_a_clear_error() -> TestResult {
 /// decoded file.
 #[test]
 fn detect_audio_equals_detect() -> TestResult {
-    let path = mica_core::models::ensure("pyannote-sample")?.join("sample.wav");
+    let path = mica_models::ensure("pyannote-sample")?.join("sample.wav");
     let options = AudioOptions {
         chunk_samples: 1000,
         ..AudioOptions::default()
@@ -136,10 +156,7 @@ fn detect_audio_equals_detect() -> TestResult {
     let mut stream = AudioStream::open_with(&path, &options)?;
     let vad = vad()?;
     let streamed = vad.detect_audio(&mut stream, true)?;
-    let whole = vad.detect(
-        &mica_core::media::load_all(&path)?.samples,
-        SampleRate::Hz16000,
-    )?;
+    let whole = vad.detect(&mica_media::load_all(&path)?.samples, SampleRate::Hz16000)?;
     assert_eq!(streamed, whole);
     let mut stream = AudioStream::open_with(&path, &options)?;
     let lean = vad.detect_audio(&mut stream, false)?;

@@ -11,7 +11,7 @@ mod common;
 use std::time::Instant;
 
 use common::*;
-use mica_core::media::AudioStream;
+use mica_media::AudioStream;
 use mica_vad::{SpeechOptions, Vad};
 
 /// Length of the recording.

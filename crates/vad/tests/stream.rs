@@ -156,7 +156,10 @@ fn reset_starts_a_new_recording() -> TestResult {
     let mut stream = vad.stream(SampleRate::Hz16000)?;
     stream.push(&x[..50_000])?;
     stream.finish()?;
-    assert!(stream.push(&x).is_err(), "push after finish");
+    assert!(
+        matches!(stream.push(&x), Err(mica_vad::VadError::Finished)),
+        "push after finish"
+    );
     stream.reset()?;
     let mut probs = stream.push(&x)?.probabilities.clone();
     probs.extend_from_slice(&stream.finish()?.probabilities);

@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use mica_core::error::ErrorKind;
 use mica_vad::{SampleRate, SpeechOptions, Vad, speech_segments};
 
 fn options(golden: &Timestamps, name: &str) -> Res<SpeechOptions> {
@@ -100,8 +101,14 @@ fn options_round_trip_and_validate() -> TestResult {
             ..d.clone()
         },
     ] {
-        assert!(bad.validate().is_err(), "{bad:?}");
-        assert!(speech_segments(&[0.9; 10], 5120, SampleRate::Hz16000, &bad).is_err());
+        let kind = |r: Result<_, mica_vad::VadError>| r.err().map(|e| e.kind());
+        assert_eq!(kind(bad.validate()), Some(ErrorKind::Options), "{bad:?}");
+        let segments = speech_segments(&[0.9; 10], 5120, SampleRate::Hz16000, &bad);
+        assert_eq!(
+            kind(segments.map(|_| ())),
+            Some(ErrorKind::Options),
+            "{bad:?}"
+        );
     }
     Ok(())
 }

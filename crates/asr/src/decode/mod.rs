@@ -37,7 +37,7 @@ impl std::str::FromStr for Task {
         match s {
             "transcribe" => Ok(Task::Transcribe),
             "translate" => Ok(Task::Translate),
-            _ => Err(AsrError::InvalidOption(format!(
+            _ => Err(crate::error::invalid_option(format!(
                 "task {s:?}: use transcribe or translate"
             ))),
         }
@@ -111,7 +111,7 @@ impl Default for DecodeOptions {
 impl DecodeOptions {
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), AsrError> {
-        let bad = |m: String| Err(AsrError::InvalidOption(m));
+        let bad = |m: String| Err(crate::error::invalid_option(m));
         if self.beam_size == 0 || self.beam_size > 64 {
             return bad(format!("beam_size {} must be 1 to 64", self.beam_size));
         }

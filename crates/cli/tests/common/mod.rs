@@ -14,7 +14,7 @@ pub fn mica(args: &[&str]) -> Output {
 
 /// The path of `file` in the fetched sample `asset`.
 pub fn sample(asset: &str, file: &str) -> String {
-    mica_core::models::ensure(asset)
+    mica_models::ensure(asset)
         .unwrap()
         .join(file)
         .display()

@@ -41,7 +41,7 @@ pub fn segmentation() -> Res<Arc<Segmentation>> {
     if let Some(m) = MODEL.get() {
         return Ok(Arc::clone(m));
     }
-    let m = Segmentation::from_store(&device()?)?;
+    let m = Segmentation::from_path(mica_models::ensure(Segmentation::ASSET)?, &device()?)?;
     Ok(Arc::clone(MODEL.get_or_init(|| m)))
 }
 
@@ -50,7 +50,7 @@ pub fn encoder() -> Res<Arc<SpeakerEncoder>> {
     if let Some(m) = MODEL.get() {
         return Ok(Arc::clone(m));
     }
-    let m = SpeakerEncoder::from_store(&device()?)?;
+    let m = SpeakerEncoder::from_path(mica_models::ensure(SpeakerEncoder::ASSET)?, &device()?)?;
     Ok(Arc::clone(MODEL.get_or_init(|| m)))
 }
 
@@ -60,12 +60,12 @@ pub fn path(name: &str) -> Res<std::path::PathBuf> {
         .iter()
         .find(|f| f.0 == name)
         .ok_or_else(|| format!("unknown test file {name}"))?;
-    Ok(mica_core::models::ensure(asset)?.join(file))
+    Ok(mica_models::ensure(asset)?.join(file))
 }
 
 /// A recording decoded by mica (16 kHz mono).
 pub fn audio16(name: &str) -> Res<Vec<f32>> {
-    Ok(mica_core::media::load_all(path(name)?)?.samples)
+    Ok(mica_media::load_all(path(name)?)?.samples)
 }
 
 /// A golden JSON file of tests/golden.

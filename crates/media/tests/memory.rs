@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use mica_core::media::{AudioOptions, AudioStream, Backend, BackendChoice, SAMPLE_RATE};
 use mica_core::process::{reset_peak_rss as reset_peak, status_bytes};
+use mica_media::{AudioOptions, AudioStream, Backend, BackendChoice, SAMPLE_RATE};
 
 const RATE: u32 = 22_050;
 const HOURS: u64 = 3;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use mica_core::models::{Manifest, ModelError, ModelSpec, Status, Store, ensure};
+use mica_models::{Manifest, ModelError, ModelSpec, Status, Store, ensure};
 
 /// A store in a temp dir that shares the real package cache, so no test downloads twice.
 fn temp_store(root: &Path) -> Store {

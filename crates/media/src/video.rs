@@ -363,7 +363,7 @@ fn probe_sequence(
 /// drop-frame counting and a `;` separator, as editors expect. A rate that is not positive
 /// gives `00:00:00:00`.
 pub fn smpte_timecode(frame: u64, fps: Rational) -> String {
-    crate::time::FrameRate::broadcast(fps.as_f64())
+    mica_core::time::FrameRate::broadcast(fps.as_f64())
         .map(|rate| rate.timecode(frame).to_string())
         .unwrap_or_else(|_| "00:00:00:00".to_string())
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::{AudioOptions, AudioStream, MediaError, Tools, probe_with};
-use crate::document::{AudioInfo, MediaInfo, VideoInfo};
+use mica_core::document::{AudioInfo, MediaInfo, VideoInfo};
 
 /// Describes the audio and video streams of `path` without decoding them all.
 ///

@@ -6,11 +6,11 @@ use candle_core::Tensor;
 
 use crate::AsrError;
 use crate::decode::{Rng, WindowDecoder, WindowResult};
-use crate::longform::{FRAMES_PER_SECOND, RawSegment, split_by_timestamps, window_segments};
-use crate::mel::Mel;
+use crate::mel::FRAMES_PER_SECOND;
 use crate::model::Whisper;
+use crate::options::TranscribeOptions;
+use crate::segment::{RawSegment, split_by_timestamps, window_segments};
 use crate::tokenizer::WhisperTokenizer;
-use crate::transcribe::TranscribeOptions;
 use crate::words::{WordAligner, last_word_end};
 
 /// The network, tokenizer, options and language one transcription decodes with.
@@ -189,34 +189,12 @@ impl<'a> DecodeContext<'a> {
     }
 }
 
-/// A frame whose loudest mel bin is within this much (log10 power) of the features' floor
-/// is silent: the floor is 8 (80 dB) under the loudest value, so this is 60 dB under it,
-/// well below any room noise or hum; only digital (or dithered) silence is this quiet.
-const SILENCE_ABOVE_FLOOR: f32 = 2.0;
-
-/// Which of `mel`'s first `n_frames` frames are digital silence.
-pub fn silent_frames(mel: &Mel) -> Vec<bool> {
-    let n = mel.n_frames();
-    let mut loudest = vec![f32::NEG_INFINITY; n];
-    let mut max = f32::NEG_INFINITY;
-    for m in 0..mel.n_mels() {
-        let row = mel.row(m);
-        max = row.iter().fold(max, |a, &b| a.max(b));
-        for (l, &v) in loudest.iter_mut().zip(&row[..n]) {
-            *l = l.max(v);
-        }
-    }
-    // The features are (log10 + 4) / 4, floored at the maximum minus 8 (2 after scaling).
-    let threshold = max - 2.0 + SILENCE_ABOVE_FLOOR / 4.0;
-    loudest.into_iter().map(|l| l <= threshold).collect()
-}
-
 /// Moves word starts (ends) that the attention alignment put in digital silence forward
 /// (back) to the word's first (last) sounding frame: no word is spoken in silence, and
 /// Whisper's alignment lets the first word after a pause begin too early. Words wholly in
 /// silence are left alone; segments are tightened to their words. `silent` holds the
 /// window's frames from `time_offset` s.
-pub fn snap_words_to_sound(segments: &mut [RawSegment], silent: &[bool], time_offset: f64) {
+fn snap_words_to_sound(segments: &mut [RawSegment], silent: &[bool], time_offset: f64) {
     let frame = |t: f64| {
         (((t - time_offset) * FRAMES_PER_SECOND).round().max(0.0) as usize).min(silent.len())
     };
@@ -245,7 +223,7 @@ pub fn snap_words_to_sound(segments: &mut [RawSegment], silent: &[bool], time_of
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mel::LogMel;
+    use crate::mel::{LogMel, silent_frames};
     use mica_core::document::Word;
 
     fn word(start: f64, end: f64) -> Word {

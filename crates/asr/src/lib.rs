@@ -12,11 +12,12 @@
 //!
 //! The decoding half:
 //! - [`Transcriber`] / [`TranscribeOptions`]: samples or an audio stream to a
-//!   [`mica_core::document::Transcript`], in openai's sequential seek mode
-//!   ([`longform`]) or the VAD-batched mode ([`vad_batch`]), with word timestamps
-//!   ([`words`]: DTW over the alignment heads' cross-attention);
-//! - [`decode`]: openai's logit filters, greedy / sampling / beam search batched over
-//!   windows on the KV cache, temperature fallback, language detection;
+//!   [`mica_core::document::Transcript`], in openai's sequential seek mode or the
+//!   VAD-batched mode (faster-whisper's batched pipeline; Silero weights passed with
+//!   [`Transcriber::with_vad`]), with word timestamps (DTW over the alignment heads'
+//!   cross-attention);
+//! - [`DecodeOptions`]: openai's logit filters, greedy / sampling / beam search batched
+//!   over windows on the KV cache, temperature fallback, language detection;
 //! - [`WhisperTokenizer`]: special tokens derived from `tokenizer.json`;
 //! - [`text`] and [`wer`]: compression ratio, loop cutting, English normaliser, WER.
 //!
@@ -34,24 +35,29 @@
 //! # Ok(()) }
 //! ```
 
-pub mod config;
-pub mod context;
-pub mod decode;
+#![deny(missing_docs)]
+
+mod config;
+mod context;
+mod decode;
 mod error;
-pub mod longform;
+mod longform;
 pub mod mel;
-pub mod model;
+mod model;
+mod options;
+mod segment;
 pub mod text;
-pub mod tokenizer;
-pub mod transcribe;
-pub mod vad_batch;
+mod tokenizer;
+mod transcribe;
+mod vad_batch;
 pub mod wer;
-pub mod words;
+mod words;
 
 pub use config::WhisperConfig;
 pub use decode::{DecodeOptions, Task};
 pub use error::AsrError;
 pub use mel::{LogMel, Mel, mel_batch, mel_window};
 pub use model::{DecoderState, Precision, Whisper};
-pub use tokenizer::WhisperTokenizer;
-pub use transcribe::{TranscribeOptions, Transcriber};
+pub use options::{APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, TranscribeOptions};
+pub use tokenizer::{SpecialTokens, WhisperTokenizer};
+pub use transcribe::Transcriber;

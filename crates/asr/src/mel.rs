@@ -334,6 +334,54 @@ pub fn mel_window(mel: &Tensor, start: usize) -> Result<Tensor, AsrError> {
     Ok(Tensor::cat(&[&part, &pad], 1)?)
 }
 
+/// Mel frames per second (100).
+pub(crate) const FRAMES_PER_SECOND: f64 = SAMPLE_RATE as f64 / HOP as f64;
+
+/// `[B, n_mels, 3000]` windows of `mel`: `(start frame, frames)` each; frames past `frames`
+/// are zeros, as openai pads a short last window (`pad_or_trim` of the cut mel).
+pub(crate) fn mel_windows(
+    mel: &Mel,
+    windows: &[(usize, usize)],
+    device: &Device,
+) -> Result<Tensor, AsrError> {
+    let n_mels = mel.n_mels();
+    let mut out = vec![0.0f32; windows.len() * n_mels * WINDOW_FRAMES];
+    for (b, &(start, frames)) in windows.iter().enumerate() {
+        let from = start.min(mel.total_frames());
+        let to = (start + frames.min(WINDOW_FRAMES)).min(mel.total_frames());
+        for m in 0..n_mels {
+            out[(b * n_mels + m) * WINDOW_FRAMES..][..to - from]
+                .copy_from_slice(&mel.row(m)[from..to]);
+        }
+    }
+    Ok(
+        Tensor::from_vec(out, (windows.len(), n_mels, WINDOW_FRAMES), &Device::Cpu)?
+            .to_device(device)?,
+    )
+}
+
+/// A frame whose loudest mel bin is within this much (log10 power) of the features' floor
+/// is silent: the floor is 8 (80 dB) under the loudest value, so this is 60 dB under it,
+/// well below any room noise or hum; only digital (or dithered) silence is this quiet.
+const SILENCE_ABOVE_FLOOR: f32 = 2.0;
+
+/// Which of `mel`'s first `n_frames` frames are digital silence.
+pub(crate) fn silent_frames(mel: &Mel) -> Vec<bool> {
+    let n = mel.n_frames();
+    let mut loudest = vec![f32::NEG_INFINITY; n];
+    let mut max = f32::NEG_INFINITY;
+    for m in 0..mel.n_mels() {
+        let row = mel.row(m);
+        max = row.iter().fold(max, |a, &b| a.max(b));
+        for (l, &v) in loudest.iter_mut().zip(&row[..n]) {
+            *l = l.max(v);
+        }
+    }
+    // The features are (log10 + 4) / 4, floored at the maximum minus 8 (2 after scaling).
+    let threshold = max - 2.0 + SILENCE_ABOVE_FLOOR / 4.0;
+    loudest.into_iter().map(|l| l <= threshold).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

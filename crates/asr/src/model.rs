@@ -46,8 +46,6 @@ use crate::{AsrError, WhisperConfig};
 
 /// Layer-norm epsilon of every Whisper checkpoint.
 const LN_EPS: f32 = 1e-5;
-/// Mel frames per encoder window (30 s).
-pub const N_FRAMES: usize = 3000;
 /// The smallest self-attention cache capacity allocated, in positions.
 const MIN_CACHE: usize = 32;
 

@@ -8,105 +8,18 @@ use candle_core::Device;
 use mica_core::document::{Segment, Transcript};
 #[cfg(feature = "media")]
 use mica_media::AudioStream;
-use mica_vad::{SileroVad, SpeechOptions, Vad};
-use serde::{Deserialize, Serialize};
+use mica_vad::{SileroVad, Vad};
 
 use crate::AsrError;
 use crate::context::DecodeContext;
-use crate::decode::{DecodeOptions, Task, detect_language};
-use crate::longform::{RawSegment, SeekTranscriber, mel_windows};
-use crate::mel::{LogMel, SAMPLE_RATE, WINDOW_FRAMES};
+use crate::decode::{Task, detect_language};
+use crate::longform::SeekTranscriber;
+use crate::mel::{LogMel, SAMPLE_RATE, WINDOW_FRAMES, mel_windows};
 use crate::model::{Precision, Whisper};
+use crate::options::TranscribeOptions;
+use crate::segment::RawSegment;
 use crate::tokenizer::WhisperTokenizer;
 use crate::vad_batch::{BatchedTranscriber, SPLIT_SILENCE_SECONDS, merge_regions};
-use crate::words::{APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS};
-
-/// Everything a transcription can be asked for; the defaults are faster-whisper's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TranscribeOptions {
-    /// Language code (`en`, `es`, ...); `None` detects it on the first 30 s
-    /// (multilingual models; English-only ones are always `en`).
-    pub language: Option<String>,
-    /// Transcribe, or translate into English.
-    pub task: Task,
-    /// How each window is decoded.
-    pub decode: DecodeOptions,
-    /// Prompt each window with the text before it (sequential mode).
-    pub condition_on_previous_text: bool,
-    /// Stop conditioning after a window decoded above this temperature.
-    pub prompt_reset_on_temperature: f32,
-    /// Text given as if it preceded the audio (names, spelling, style).
-    pub initial_prompt: Option<String>,
-    /// Words to bias towards, put in the prompt of every window.
-    pub hotwords: Option<String>,
-    /// Per-word timings by cross-attention alignment.
-    pub word_timestamps: bool,
-    /// Punctuation merged into the following word.
-    pub prepend_punctuations: String,
-    /// Punctuation merged into the preceding word.
-    pub append_punctuations: String,
-    /// VAD-batched mode: decode speech regions merged into <= 30 s chunks, many at once,
-    /// instead of the sequential seek over the whole input.
-    pub vad: bool,
-    /// Speech detection options of the VAD-batched mode.
-    pub vad_options: SpeechOptions,
-    /// Chunks decoded together in the VAD-batched mode.
-    pub batch_size: usize,
-}
-
-impl Default for TranscribeOptions {
-    fn default() -> Self {
-        TranscribeOptions {
-            language: None,
-            task: Task::Transcribe,
-            decode: DecodeOptions::default(),
-            condition_on_previous_text: true,
-            prompt_reset_on_temperature: 0.5,
-            initial_prompt: None,
-            hotwords: None,
-            word_timestamps: false,
-            prepend_punctuations: PREPEND_PUNCTUATIONS.to_string(),
-            append_punctuations: APPEND_PUNCTUATIONS.to_string(),
-            vad: false,
-            // faster-whisper's batched pipeline: 160 ms silences split, 400 ms padding.
-            vad_options: SpeechOptions {
-                min_silence_duration_ms: 160,
-                speech_pad_ms: 400,
-                min_speech_duration_ms: 0,
-                max_speech_duration_s: Some(30.0),
-                ..SpeechOptions::default()
-            },
-            batch_size: 8,
-        }
-    }
-}
-
-impl TranscribeOptions {
-    /// Checks ranges (the decoding options included).
-    pub fn validate(&self) -> Result<(), AsrError> {
-        self.decode.validate()?;
-        self.vad_options.validate()?;
-        if self.batch_size == 0 {
-            return Err(crate::error::invalid_option(
-                "batch_size must be at least 1",
-            ));
-        }
-        if !(self.prompt_reset_on_temperature.is_finite()) {
-            return Err(crate::error::invalid_option(
-                "prompt_reset_on_temperature must be a number",
-            ));
-        }
-        if let Some(l) = &self.language
-            && (l.is_empty() || !l.chars().all(|c| c.is_ascii_lowercase()))
-        {
-            return Err(crate::error::invalid_option(format!(
-                "language {l:?}: give a lower-case code such as en, es, fr (or leave it out to detect)"
-            )));
-        }
-        Ok(())
-    }
-}
 
 /// Whisper loaded once with its tokenizer and front end; `Clone` is cheap and clones
 /// share the weights.

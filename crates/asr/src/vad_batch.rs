@@ -14,10 +14,12 @@ use std::collections::{HashMap, VecDeque};
 use mica_core::time::TimeRange;
 
 use crate::AsrError;
-use crate::context::{DecodeContext, silent_frames};
+use crate::context::DecodeContext;
 use crate::decode::Rng;
-use crate::longform::{FRAMES_PER_SECOND, RawSegment, mel_windows};
-use crate::mel::{HOP, LogMel, Mel, SAMPLE_RATE, WINDOW_FRAMES};
+use crate::mel::{
+    FRAMES_PER_SECOND, HOP, LogMel, Mel, SAMPLE_RATE, WINDOW_FRAMES, mel_windows, silent_frames,
+};
+use crate::segment::RawSegment;
 
 /// A chunk of audio decoded as one window: `[start, end)` in samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,19 +8,14 @@ use candle_core::{D, IndexOp, Tensor};
 use mica_core::document::Word;
 
 use crate::AsrError;
-use crate::longform::RawSegment;
 use crate::model::Whisper;
+use crate::segment::RawSegment;
 use crate::tokenizer::WhisperTokenizer;
 
 /// Audio positions (encoder frames) per second.
 const TOKENS_PER_SECOND: f64 = 50.0;
 /// Median filter width over time.
 const MEDFILT_WIDTH: usize = 7;
-
-/// Default punctuation merged into the following word.
-pub const PREPEND_PUNCTUATIONS: &str = "\"'“¿([{-";
-/// Default punctuation merged into the preceding word.
-pub const APPEND_PUNCTUATIONS: &str = "\"'.。,，!！?？:：”)]}、";
 
 /// One aligned word before it is placed in a segment.
 #[derive(Debug, Clone, PartialEq)]
@@ -274,7 +269,7 @@ impl WordAligner<'_> {
 }
 
 /// End of the last word of the last segment that has words.
-pub fn last_word_end(segments: &[RawSegment]) -> Option<f64> {
+pub(crate) fn last_word_end(segments: &[RawSegment]) -> Option<f64> {
     segments
         .iter()
         .rev()
@@ -418,6 +413,7 @@ fn merge_punctuations(alignment: &mut [Timing], prepended: &str, appended: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::options::{APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS};
 
     #[test]
     fn dtw_follows_the_cheap_diagonal() {

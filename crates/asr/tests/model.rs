@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{Device, IndexOp, Tensor};
-use mica_asr::{DecoderState, LogMel, Mel, Precision, Whisper, mel_batch};
+use mica_asr::{AsrError, DecoderState, LogMel, Mel, Precision, Whisper, mel_batch};
+use mica_core::error::{ErrorKind, RunError};
 use serde::Deserialize;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -321,8 +322,8 @@ fn batched_rows_equal_single_rows() -> TestResult {
     assert!(d < 1e-4, "after keep_items: {d}");
 
     // Rows may not leave their item; unknown items are refused.
-    assert!(st.reorder(&[0, 1, 3]).is_err());
-    assert!(st.keep_items(&[1]).is_err());
+    assert!(matches!(st.reorder(&[0, 1, 3]), Err(AsrError::State(_))));
+    assert!(matches!(st.keep_items(&[1]), Err(AsrError::State(_))));
     Ok(())
 }
 
@@ -414,14 +415,19 @@ fn q8_greedy_text() -> TestResult {
 fn bad_inputs_are_errors() -> TestResult {
     let m = model("tiny.en", Precision::F32)?;
     let bad = Tensor::zeros((1, 80, 100), candle_core::DType::F32, m.device())?;
-    assert!(m.encode(&bad).is_err());
+    let err = m.encode(&bad).err().ok_or("encoded 100 frames")?;
+    assert!(
+        matches!(err, AsrError::Run(RunError::InputShape { .. })),
+        "{err}"
+    );
     let feats = Tensor::zeros((1, 1500, 384), candle_core::DType::F32, m.device())?;
     let mut st = m.decoder_state(&feats, 2)?;
     // Wrong row count.
-    assert!(
-        m.decode(&mut st, &Tensor::new(&[[50257u32]], m.device())?, false)
-            .is_err()
-    );
+    let err = m
+        .decode(&mut st, &Tensor::new(&[[50257u32]], m.device())?, false)
+        .err()
+        .ok_or("decoded one row into a state of two")?;
+    assert_eq!(err.kind(), ErrorKind::Input, "{err}");
     // Past max_target_positions.
     let long = Tensor::zeros((2, 449), candle_core::DType::U32, m.device())?;
     assert!(matches!(

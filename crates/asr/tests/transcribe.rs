@@ -18,11 +18,7 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 const JFK: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
 
 fn device() -> Res<Device> {
-    let spec: mica_core::device::DeviceSpec = match std::env::var("MICA_TEST_DEVICE") {
-        Ok(s) => s.parse()?,
-        Err(_) => mica_core::device::DeviceSpec::Cpu,
-    };
-    Ok(spec.resolve()?)
+    Ok(mica_core::device::test_device()?)
 }
 
 fn transcriber(name: &'static str) -> Res<&'static Transcriber> {
@@ -316,5 +312,26 @@ fn mp3_at_8khz() -> Res<()> {
     let got = text(&t);
     println!("8 kHz mp3: {got}");
     assert!(wer_english(JFK, &got).wer() <= 0.1, "{got}");
+    Ok(())
+}
+
+/// One model shared by several threads at once gives each the transcript it gives alone.
+#[test]
+fn one_model_shared_by_threads_gives_the_same_transcript() -> Res<()> {
+    let t = transcriber("tiny.en")?;
+    let audio = audio("jfk/jfk.wav")?;
+    let alone = t.transcribe(&audio, &english())?;
+    let shared: Vec<Transcript> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| t.transcribe(&audio, &english())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("transcribing thread"))
+            .collect::<Result<_, _>>()
+    })?;
+    for transcript in shared {
+        assert_eq!(transcript, alone);
+    }
     Ok(())
 }

@@ -67,8 +67,17 @@ pub enum DeviceSpec {
     Metal(usize),
 }
 
+/// The variable every test reads its device from (see [`test_device`]).
+pub const TEST_DEVICE_ENV: &str = "MICA_TEST_DEVICE";
+
+/// The device the tests run on: [`TEST_DEVICE_ENV`] (`cpu` when unset; `cuda` on a GPU
+/// machine, where the same goldens and tolerances must hold). The one place it is read.
+pub fn test_device() -> Result<Device, DeviceError> {
+    from_env(TEST_DEVICE_ENV)
+}
+
 /// The device named by the environment variable `var` (`cpu` when unset): how tests
-/// (`MICA_TEST_DEVICE`) and benches (`MICA_BENCH_DEVICE`) are pointed at a GPU.
+/// ([`TEST_DEVICE_ENV`]) and benches (`MICA_BENCH_DEVICE`) are pointed at a GPU.
 pub fn from_env(var: &str) -> Result<Device, DeviceError> {
     match std::env::var(var) {
         Ok(s) => s.parse::<DeviceSpec>()?.resolve(),

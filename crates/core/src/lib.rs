@@ -4,6 +4,7 @@
 //! the [`document`] a run produces, the [`writers`] that serialise it (JSON, SRT, VTT,
 //! RTTM, CSV, EDL, text), the compute [`device`], and the errors of running a model
 //! ([`error::RunError`]). Media input lives in `mica-media`, model files in `mica-models`.
+#![deny(missing_docs)]
 
 pub mod device;
 pub mod document;

@@ -18,6 +18,18 @@ pub fn peak_rss_bytes() -> Option<u64> {
     status_bytes("VmHWM")
 }
 
+/// Peak resident set of this process so far, in MB, or an error saying it cannot be read
+/// here: a memory test that cannot measure must fail, not pass.
+pub fn peak_rss_mb() -> Result<f64, String> {
+    peak_rss_bytes()
+        .map(|b| b as f64 / (1024.0 * 1024.0))
+        .ok_or_else(|| {
+            "the peak resident set (VmHWM in /proc/self/status) cannot be read on this system, \
+             so memory cannot be measured"
+                .to_string()
+        })
+}
+
 /// Resets the peak resident set to the current one (Linux 4.0+), so that a phase measures
 /// its own peak; false where that is not possible.
 pub fn reset_peak_rss() -> bool {
@@ -26,6 +38,17 @@ pub fn reset_peak_rss() -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn peak_rss_reads_or_says_why_not() {
+        match super::peak_rss_mb() {
+            Ok(mb) => assert!(mb > 0.0),
+            Err(e) => {
+                assert!(!std::path::Path::new("/proc/self/status").exists());
+                assert!(e.contains("cannot be read"), "{e}");
+            }
+        }
+    }
+
     #[test]
     fn fields_parse_where_proc_exists() {
         if std::path::Path::new("/proc/self/status").exists() {

@@ -33,6 +33,7 @@
 //! }
 //! # Ok(()) }
 //! ```
+#![deny(missing_docs)]
 
 pub mod attach;
 pub mod clustering;

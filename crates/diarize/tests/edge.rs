@@ -244,3 +244,22 @@ fn wrong_weights_name_the_file() -> TestResult {
     );
     Ok(())
 }
+
+/// Both networks shared by several threads at once give each the turns they give alone.
+#[test]
+fn one_model_shared_by_threads_gives_the_same_turns() -> TestResult {
+    let audio = audio16("pyannote-sample")?;
+    let d = diarizer(DiarizeOptions::default())?;
+    let alone = d.diarize(&audio)?;
+    let shared: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3).map(|_| s.spawn(|| d.diarize(&audio))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("diarizing thread"))
+            .collect::<Result<_, _>>()
+    })?;
+    for out in shared {
+        assert_eq!(out.turns, alone.turns);
+    }
+    Ok(())
+}

@@ -8,6 +8,7 @@
 //! Errors ([`MediaError`]) name the file, the reason and what to do. A partly damaged input
 //! is not an error: it yields what decodes, plus [`MediaWarning`]s on the stream or result
 //! (each also logged with `tracing::warn!`).
+#![deny(missing_docs)]
 
 mod audio;
 mod describe;

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use mica_core::process::{reset_peak_rss as reset_peak, status_bytes};
+use mica_core::process::reset_peak_rss as reset_peak;
 use mica_media::{AudioOptions, AudioStream, Backend, BackendChoice, SAMPLE_RATE};
 
 const RATE: u32 = 22_050;
@@ -82,11 +82,11 @@ fn three_hour_file_streams_in_flat_memory() -> Result<(), Box<dyn std::error::Er
 
     for backend in [BackendChoice::Symphonia, BackendChoice::Ffmpeg] {
         let can_reset = reset_peak();
-        let before = status_bytes("VmHWM").ok_or("no VmHWM in /proc/self/status")?;
+        let before = (mica_core::process::peak_rss_mb()? * MB) as u64;
         let started = Instant::now();
         let (total, longest, used) = drain(&path, backend)?;
         let secs = started.elapsed().as_secs_f64();
-        let after = status_bytes("VmHWM").ok_or("no VmHWM in /proc/self/status")?;
+        let after = (mica_core::process::peak_rss_mb()? * MB) as u64;
         let growth = after.saturating_sub(before);
         eprintln!(
             "{used:?}: {total} samples ({:.1} h) in {secs:.1} s ({:.0}x real time); chunk <= {longest}; \

@@ -23,6 +23,7 @@
 //! }
 //! # Ok(()) }
 //! ```
+#![deny(missing_docs)]
 
 mod detect;
 mod error;

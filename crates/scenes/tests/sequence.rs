@@ -48,6 +48,40 @@ fn numbered_images_as_a_directory_and_as_a_pattern() -> TestResult {
 
     // A directory without numbered images is still an error.
     let empty = tempfile::tempdir()?;
-    assert!(detector.detect_path(empty.path()).is_err());
+    let err = detector
+        .detect_path(empty.path())
+        .err()
+        .ok_or("an empty directory gave shots")?;
+    assert!(matches!(err, mica_scenes::ScenesError::Media(_)), "{err}");
+    assert_eq!(err.kind(), mica_core::error::ErrorKind::Media);
+    Ok(())
+}
+
+/// One network shared by several threads at once gives each the scores it gives alone.
+#[test]
+fn one_model_shared_by_threads_gives_the_same_scores() -> TestResult {
+    let frames = frames(&video("Megamind.avi")?)?;
+    let frames = &frames[..frames.len().min(300)];
+    let detector = ShotDetector::new(model()?, ShotOptions::default())?;
+    let score = |detector: &ShotDetector| -> Res<mica_scenes::FrameScores> {
+        let mut stream = detector.stream();
+        for f in frames {
+            stream.push(f)?;
+        }
+        Ok(stream.finish()?)
+    };
+    let alone = score(&detector)?;
+    let shared: Vec<mica_scenes::FrameScores> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| score(&detector).map_err(|e| e.to_string())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("scoring thread").map_err(Into::into))
+            .collect::<Res<_>>()
+    })?;
+    for scores in shared {
+        assert_eq!(scores, alone);
+    }
     Ok(())
 }

@@ -26,6 +26,7 @@
 //! }
 //! # Ok(()) }
 //! ```
+#![deny(missing_docs)]
 
 mod error;
 pub mod model;

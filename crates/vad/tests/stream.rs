@@ -166,3 +166,25 @@ fn reset_starts_a_new_recording() -> TestResult {
     assert_probs_match(&probs, &offline.probabilities, "one sample at a time");
     Ok(())
 }
+
+/// One model shared by several threads at once gives each the result it gives alone.
+#[test]
+fn one_model_shared_by_threads_gives_the_same_result() -> TestResult {
+    let audio = audio16("jfk")?;
+    let vad = Vad::new(model()?, SpeechOptions::default())?;
+    let alone = vad.detect(&audio, SampleRate::Hz16000)?;
+    let shared: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| vad.detect(&audio, SampleRate::Hz16000)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("detecting thread"))
+            .collect::<Result<_, _>>()
+    })?;
+    for out in shared {
+        assert_eq!(out.probabilities, alone.probabilities);
+        assert_eq!(out.segments, alone.segments);
+    }
+    Ok(())
+}

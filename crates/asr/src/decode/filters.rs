@@ -10,8 +10,6 @@ pub struct LogitFilters {
     pub no_timestamps: u32,
     /// `<|0.00|>`.
     pub timestamp_begin: u32,
-    /// Index of the first sampled token in a row's sequence (the prompt length).
-    pub sample_begin: usize,
     /// Suppressed at the first sampled position (a bare space and `<|endoftext|>`).
     pub blank: Option<Vec<u32>>,
     /// Suppressed at every position.
@@ -138,7 +136,6 @@ mod tests {
             eot: EOT,
             no_timestamps: NO_TS,
             timestamp_begin: TS,
-            sample_begin: 3,
             blank: Some(vec![0, EOT]),
             suppress: vec![5],
             timestamps: true,

@@ -6,14 +6,14 @@
 //! ratio or log-probability checks (openai's `decode_with_fallback`, with faster-whisper's
 //! choice among failed attempts).
 
-pub mod filters;
-pub mod search;
+mod filters;
+mod search;
 
 use candle_core::{IndexOp, Tensor};
 use serde::{Deserialize, Serialize};
 
-pub use filters::LogitFilters;
-pub use search::{Rng, Search, Strategy, WindowTokens};
+pub(crate) use filters::LogitFilters;
+pub(crate) use search::{Rng, Search, Strategy, WindowTokens};
 
 use crate::AsrError;
 use crate::model::Whisper;
@@ -227,7 +227,7 @@ impl WindowDecoder<'_> {
         (prompt, sot_index)
     }
 
-    fn filters(&self, sample_begin: usize) -> Result<LogitFilters, AsrError> {
+    fn filters(&self) -> Result<LogitFilters, AsrError> {
         let s = self.tokenizer.specials();
         let cfg = self.model.config();
         let mut suppress = match &self.options.suppress_tokens {
@@ -246,7 +246,6 @@ impl WindowDecoder<'_> {
             eot: s.eot,
             no_timestamps: s.no_timestamps,
             timestamp_begin: s.timestamp_begin,
-            sample_begin,
             blank,
             suppress,
             timestamps: !self.options.without_timestamps,
@@ -275,7 +274,7 @@ impl WindowDecoder<'_> {
                 prompts.len()
             )));
         }
-        let filters = self.filters(prompts.first().map_or(0, Vec::len))?;
+        let filters = self.filters()?;
         let n_ctx = self.model.config().max_target_positions;
         let sample_len = o.sample_len.unwrap_or(n_ctx / 2).min(n_ctx / 2);
         let mut best: Vec<Option<WindowResult>> = vec![None; n];

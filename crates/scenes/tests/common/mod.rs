@@ -13,13 +13,18 @@ use serde::Deserialize;
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// The device the tests run on (`MICA_TEST_DEVICE`, `cpu` when unset).
+pub fn device() -> Res<Device> {
+    Ok(mica_core::device::test_device()?)
+}
+
 /// The network, loaded once per test binary.
 pub fn model() -> Res<Arc<TransNetV2>> {
     static MODEL: OnceLock<Arc<TransNetV2>> = OnceLock::new();
     if let Some(m) = MODEL.get() {
         return Ok(Arc::clone(m));
     }
-    let m = TransNetV2::from_path(mica_models::ensure(TransNetV2::ASSET)?, &Device::Cpu)?;
+    let m = TransNetV2::from_path(mica_models::ensure(TransNetV2::ASSET)?, &device()?)?;
     Ok(Arc::clone(MODEL.get_or_init(|| m)))
 }
 

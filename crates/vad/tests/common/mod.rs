@@ -26,11 +26,7 @@ pub fn model() -> Res<Arc<SileroVad>> {
 /// The device the model tests run on: `MICA_TEST_DEVICE` (`cpu` when unset; `cuda` on a GPU
 /// machine, where the same goldens and tolerances must hold).
 pub fn device() -> Res<Device> {
-    let spec: mica_core::device::DeviceSpec = match std::env::var("MICA_TEST_DEVICE") {
-        Ok(s) => s.parse()?,
-        Err(_) => mica_core::device::DeviceSpec::Cpu,
-    };
-    Ok(spec.resolve()?)
+    Ok(mica_core::device::test_device()?)
 }
 
 /// A recording decoded by mica (16 kHz mono).

@@ -126,14 +126,7 @@ impl LogMel {
     /// the global maximum over all of it (openai's `log_mel_spectrogram(audio,
     /// padding=N_SAMPLES)`).
     pub fn compute(&self, samples: &[f32]) -> Result<Mel, AsrError> {
-        if let Some((index, &value)) = samples.iter().enumerate().find(|(_, s)| !s.is_finite()) {
-            return Err(RunError::NonFinite {
-                what: "audio sample",
-                index: index as u64,
-                value,
-            }
-            .into());
-        }
+        RunError::check_finite("audio sample", samples, 0)?;
         let _span = tracing::trace_span!("log_mel", samples = samples.len()).entered();
         let n = samples.len();
         let n_frames = n / HOP;
@@ -174,14 +167,7 @@ impl LogMel {
     /// a GPU the largest part of the work, and the features never come back to the host).
     /// Cut windows with [`mel_window`].
     pub fn compute_on(&self, samples: &[f32], device: &Device) -> Result<Tensor, AsrError> {
-        if let Some((index, &value)) = samples.iter().enumerate().find(|(_, s)| !s.is_finite()) {
-            return Err(RunError::NonFinite {
-                what: "audio sample",
-                index: index as u64,
-                value,
-            }
-            .into());
-        }
+        RunError::check_finite("audio sample", samples, 0)?;
         let n = samples.len();
         let total = n / HOP + WINDOW_FRAMES;
         let live = (n + N_FFT / 2).div_ceil(HOP).min(total);

@@ -281,21 +281,12 @@ struct Weights<'a> {
 impl Weights<'_> {
     /// The tensor `name` as stored (host, file dtype), checked against `shape`.
     fn raw(&self, name: &str, shape: &[usize]) -> Result<Tensor, AsrError> {
-        let t = self.map.get(name).ok_or_else(|| RunError::Weights {
-            model: MODEL,
-            asset: "tiny.en",
-            path: self.path.to_path_buf(),
-            reason: format!("tensor {name} is missing"),
-        })?;
-        if t.dims() != shape {
-            return Err(RunError::WeightShape {
-                model: MODEL,
-                name: name.to_string(),
-                found: t.dims().to_vec(),
-                expected: shape.to_vec(),
-            }
-            .into());
-        }
+        // A missing tensor names the file: the wrong file is the likely cause.
+        let t =
+            mica_core::error::weight_in(&self.map, MODEL, name, shape).map_err(|e| match e {
+                e @ RunError::MissingWeight { .. } => e.in_file("tiny.en", self.path),
+                e => e,
+            })?;
         Ok(t.clone())
     }
 

@@ -1,8 +1,6 @@
 //! `mica diarize INPUT`: who spoke when (pyannote segmentation + resemblyzer d-vectors +
 //! clustering), overlapped speech kept.
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -10,13 +8,14 @@ use clap::Args;
 use mica_core::document::Analysis;
 use mica_core::writers::{self, Format, WriterOptions};
 use mica_diarize::{DiarizeOptions, Diarizer, Method, Segmentation, SpeakerEncoder};
-use mica_media::{self as media, AudioOptions, AudioStream};
+
+use crate::job::{Job, JobArgs};
 
 /// Arguments of `mica diarize`.
 #[derive(Debug, Args)]
 pub struct DiarizeArgs {
-    /// The media file.
-    input: PathBuf,
+    #[command(flatten)]
+    job: JobArgs,
     /// The exact number of speakers, when known.
     #[arg(long, conflicts_with_all = ["min_speakers", "max_speakers"])]
     num_speakers: Option<usize>,
@@ -45,11 +44,6 @@ pub struct DiarizeArgs {
     /// Output format: json or rttm.
     #[arg(long, default_value = "json")]
     format: Format,
-    /// Write to FILE instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
-    output: Option<PathBuf>,
-    #[command(flatten)]
-    compute: crate::ComputeArgs,
 }
 
 fn method(s: &str) -> Result<Method, String> {
@@ -64,12 +58,6 @@ fn method(s: &str) -> Result<Method, String> {
 
 /// Runs `mica diarize`.
 pub fn run(args: DiarizeArgs) -> Result<()> {
-    if !matches!(args.format, Format::Json | Format::Rttm) {
-        anyhow::bail!(
-            "mica diarize writes json or rttm, not {}; pick one of those",
-            args.format.name()
-        );
-    }
     let defaults = DiarizeOptions::default();
     let options = DiarizeOptions {
         num_speakers: args.num_speakers,
@@ -80,52 +68,49 @@ pub fn run(args: DiarizeArgs) -> Result<()> {
         step: args.step.unwrap_or(defaults.step),
         ..defaults
     };
-    // Bad options fail before any model or media work.
-    options.validate()?;
-    let started = Instant::now();
-    let device = args.compute.apply()?;
-    let seg_dir =
-        mica_models::ModelSpec::parse(&args.segmentation_model)?.resolve(&[Segmentation::FILE])?;
-    let emb_dir =
-        mica_models::ModelSpec::parse(&args.embedding_model)?.resolve(&[SpeakerEncoder::FILE])?;
+    let writes = [Format::Json, Format::Rttm];
+    let job = Job::start("diarize", &args.job, args.format, &writes, || {
+        Ok(options.validate()?)
+    })?;
+    let seg_dir = job.model_dir(&args.segmentation_model, &[Segmentation::FILE])?;
+    let emb_dir = job.model_dir(&args.embedding_model, &[SpeakerEncoder::FILE])?;
     let diarizer = Diarizer::new(
-        Segmentation::from_path(&seg_dir, &device)?,
-        SpeakerEncoder::from_path(&emb_dir, &device)?,
+        Segmentation::from_path(&seg_dir, &job.device)?,
+        SpeakerEncoder::from_path(&emb_dir, &job.device)?,
         options,
     )?;
-    let media_info = media::describe(&args.input, &media::Tools::from_env())?;
-    let mut stream = AudioStream::open_with(&args.input, &AudioOptions::default())?;
+    let media = job.describe()?;
+    let mut stream = job.audio()?;
     let run_started = Instant::now();
     let out = diarizer
         .diarize_stream(&mut stream)
-        .with_context(|| format!("{}: diarization", args.input.display()))?;
+        .with_context(|| format!("{}: diarization", args.job.input.display()))?;
     let seconds = run_started.elapsed().as_secs_f64();
     tracing::info!(
         "{}: {} speakers, {} turns in {:.1} s of audio ({:.0}x real time)",
-        args.input.display(),
+        args.job.input.display(),
         out.speakers.len(),
         out.turns.len(),
         out.duration,
         out.duration / seconds.max(1e-9)
     );
     let mut analysis = Analysis {
-        media: media_info,
+        media,
         speakers: Some(out.turns),
         ..Analysis::default()
     };
     analysis.timings.add("diarize", seconds);
-    analysis.timings.total = started.elapsed().as_secs_f64();
-    let mut sink = crate::open_output(args.output.as_deref())?;
-    let opts = WriterOptions::default();
-    match args.format {
-        // Turns only (no fallback to speech regions); silence gives an empty file.
-        Format::Rttm => writers::rttm::write_turns(
-            &writers::rttm::file_id(&analysis, &opts),
-            analysis.speakers.as_deref().unwrap_or_default(),
-            &mut sink,
-        )?,
-        _ => writers::write(&analysis, args.format, &opts, &mut sink)?,
-    }
-    sink.flush()?;
-    Ok(())
+    job.finish_with(analysis, |analysis, format, sink| {
+        let opts = WriterOptions::default();
+        match format {
+            // Turns only (no fallback to speech regions); silence gives an empty file.
+            Format::Rttm => writers::rttm::write_turns(
+                &writers::rttm::file_id(analysis, &opts),
+                analysis.speakers.as_deref().unwrap_or_default(),
+                sink,
+            )?,
+            _ => writers::write(analysis, format, &opts, sink)?,
+        }
+        Ok(())
+    })
 }

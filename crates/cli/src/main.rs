@@ -2,6 +2,7 @@
 //! crates: it parses arguments, calls them, and writes what they return.
 
 mod diarize;
+mod job;
 mod models;
 mod probe;
 mod shots;

@@ -1,6 +1,5 @@
 //! `mica shots INPUT`: shot boundaries with TransNetV2.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -8,14 +7,16 @@ use anyhow::{Context, Result};
 use clap::Args;
 use mica_core::document::{Analysis, MediaInfo, Timings};
 use mica_core::writers::{self, Format, WriterOptions};
-use mica_media::{self as media, Tools};
+use mica_media::Tools;
 use mica_scenes::{ShotDetector, ShotList, ShotOptions, TransNetV2};
+
+use crate::job::{Job, JobArgs};
 
 /// Arguments of `mica shots`.
 #[derive(Debug, Args)]
 pub struct ShotsArgs {
-    /// The video file (any container and codec ffmpeg reads).
-    input: PathBuf,
+    #[command(flatten)]
+    job: JobArgs,
     /// Boundary probability above which a frame is a transition frame.
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     threshold: f32,
@@ -35,11 +36,6 @@ pub struct ShotsArgs {
     /// Output format: json, csv (PySceneDetect columns) or edl (CMX3600).
     #[arg(long, default_value = "json")]
     format: Format,
-    /// Write to FILE instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
-    output: Option<PathBuf>,
-    #[command(flatten)]
-    compute: crate::ComputeArgs,
 }
 
 /// The JSON document: the input, its shots and transitions, timings.
@@ -53,28 +49,23 @@ struct ShotsDocument<'a> {
 
 /// Runs `mica shots`.
 pub fn run(args: ShotsArgs) -> Result<()> {
-    if !matches!(args.format, Format::Json | Format::Csv | Format::Edl) {
-        anyhow::bail!(
-            "mica shots writes json, csv or edl, not {}; pick one of those",
-            args.format.name()
-        );
-    }
     let options = ShotOptions {
         threshold: args.threshold,
         batch_windows: args.batch,
         constant_rate: !args.vfr,
         ..ShotOptions::default()
     };
-    // Bad options fail before any model or media work.
-    options.validate()?;
-    let started = Instant::now();
-    let device = args.compute.apply()?;
+    let writes = [Format::Json, Format::Csv, Format::Edl];
+    let job = Job::start("shots", &args.job, args.format, &writes, || {
+        Ok(options.validate()?)
+    })?;
+    let input = &args.job.input;
     let tools = Tools::from_env();
     // The video stream alone: opening the audio too would only cost time (and warn about
     // damaged sound that shot detection never reads).
-    let video = media::probe_with(&args.input, &tools)?;
-    let media_info = MediaInfo {
-        source: args.input.display().to_string(),
+    let video = mica_media::probe_with(input, &tools)?;
+    let media = MediaInfo {
+        source: input.display().to_string(),
         duration: video
             .duration
             .unwrap_or(video.frame_count as f64 / video.fps_f64.max(1e-9)),
@@ -86,50 +77,47 @@ pub fn run(args: ShotsArgs) -> Result<()> {
             frames: video.frame_count_exact.then_some(video.frame_count),
         }),
     };
-    let dir = mica_models::ModelSpec::parse(&args.model)?.resolve(&[TransNetV2::FILE])?;
-    let model = TransNetV2::from_path(&dir, &device)?;
-    let detector = ShotDetector::new(model, options)?;
+    let dir = job.model_dir(&args.model, &[TransNetV2::FILE])?;
+    let detector = ShotDetector::new(TransNetV2::from_path(&dir, &job.device)?, options)?;
     let shots_started = Instant::now();
     let mut list = detector
-        .detect_path(&args.input)
-        .with_context(|| format!("{}: shot detection", args.input.display()))?;
+        .detect_path(input)
+        .with_context(|| format!("{}: shot detection", input.display()))?;
     let mut timings = Timings::default();
     timings.add("shots", shots_started.elapsed().as_secs_f64());
     if let Some(dir) = &args.thumbnails {
         let thumbs = Instant::now();
-        list.write_thumbnails(&args.input, dir, &tools)?;
+        list.write_thumbnails(input, dir, &tools)?;
         timings.add("thumbnails", thumbs.elapsed().as_secs_f64());
     }
-    timings.total = started.elapsed().as_secs_f64();
     tracing::info!(
         "{}: {} shots, {} transitions in {} frames ({:.0} frames/s)",
-        args.input.display(),
+        input.display(),
         list.shots.len(),
         list.transitions.len(),
         list.frames,
         list.frames as f64 / shots_started.elapsed().as_secs_f64().max(1e-9)
     );
-    let mut sink = crate::open_output(args.output.as_deref())?;
-    match args.format {
-        Format::Json => {
-            let doc = ShotsDocument {
-                media: &media_info,
-                shots: &list,
-                timings: &timings,
-            };
-            serde_json::to_writer_pretty(&mut sink, &doc)?;
-            writeln!(sink)?;
+    let analysis = Analysis {
+        media,
+        shots: Some(list.to_shots()),
+        timings,
+        ..Analysis::default()
+    };
+    job.finish_with(analysis, |analysis, format, sink| {
+        match format {
+            // The shot list itself, transitions and per-shot timecodes included.
+            Format::Json => {
+                let doc = ShotsDocument {
+                    media: &analysis.media,
+                    shots: &list,
+                    timings: &analysis.timings,
+                };
+                serde_json::to_writer_pretty(&mut *sink, &doc)?;
+                writeln!(sink)?;
+            }
+            format => writers::write(analysis, format, &WriterOptions::default(), sink)?,
         }
-        format => {
-            let analysis = Analysis {
-                media: media_info,
-                shots: Some(list.to_shots()),
-                timings,
-                ..Analysis::default()
-            };
-            writers::write(&analysis, format, &WriterOptions::default(), &mut sink)?;
-        }
-    }
-    sink.flush()?;
-    Ok(())
+        Ok(())
+    })
 }

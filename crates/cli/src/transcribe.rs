@@ -1,21 +1,20 @@
 //! `mica transcribe INPUT`: speech to text with Whisper.
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use mica_asr::{Precision, Task, TranscribeOptions, Transcriber};
 use mica_core::document::Analysis;
-use mica_core::writers::{self, Format, WriterOptions};
-use mica_media::{self as media, AudioOptions, AudioStream};
+use mica_core::writers::Format;
+
+use crate::job::{Job, JobArgs};
 
 /// Arguments of `mica transcribe`.
 #[derive(Debug, Args)]
 pub struct TranscribeArgs {
-    /// The media file.
-    input: PathBuf,
+    #[command(flatten)]
+    job: JobArgs,
     /// Model: a name (tiny.en, base), a directory, or hf:owner/repo.
     #[arg(long, default_value = "tiny.en")]
     model: String,
@@ -57,81 +56,65 @@ pub struct TranscribeArgs {
     /// Output format: json, srt, vtt or txt.
     #[arg(long, default_value = "json")]
     format: Format,
-    /// Write to FILE instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
-    output: Option<PathBuf>,
-    #[command(flatten)]
-    compute: crate::ComputeArgs,
 }
 
 /// Runs `mica transcribe`.
 pub fn run(args: TranscribeArgs) -> Result<()> {
-    if !matches!(
-        args.format,
-        Format::Json | Format::Srt | Format::Vtt | Format::Txt
-    ) {
-        anyhow::bail!(
-            "mica transcribe writes json, srt, vtt or txt, not {}; pick one of those",
-            args.format.name()
-        );
-    }
-    let options = TranscribeOptions {
-        language: match args.language.as_str() {
-            "auto" => None,
-            code => Some(code.to_string()),
-        },
-        task: args.task.parse::<Task>()?,
-        vad: args.vad,
-        batch_size: args.batch_size,
-        word_timestamps: args.word_timestamps,
-        initial_prompt: args.initial_prompt.clone(),
-        condition_on_previous_text: !args.no_condition_on_previous_text,
-        decode: mica_asr::DecodeOptions {
-            beam_size: args.beam_size,
-            temperatures: args.temperature.clone(),
-            ..mica_asr::DecodeOptions::default()
-        },
-        ..TranscribeOptions::default()
-    };
-    // Bad options fail before any model or media work.
-    options.validate()?;
-    let started = Instant::now();
-    let device = args.compute.apply()?;
-    let dir = mica_models::ModelSpec::parse(&args.model)?.resolve(&[
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-    ])?;
-    let mut transcriber = Transcriber::load(&dir, &device, args.precision)
+    let writes = [Format::Json, Format::Srt, Format::Vtt, Format::Txt];
+    // The task parses inside the checks, so a bad one fails before any work too.
+    let mut options = TranscribeOptions::default();
+    let job = Job::start("transcribe", &args.job, args.format, &writes, || {
+        options = TranscribeOptions {
+            language: match args.language.as_str() {
+                "auto" => None,
+                code => Some(code.to_string()),
+            },
+            task: args.task.parse::<Task>()?,
+            vad: args.vad,
+            batch_size: args.batch_size,
+            word_timestamps: args.word_timestamps,
+            initial_prompt: args.initial_prompt.clone(),
+            condition_on_previous_text: !args.no_condition_on_previous_text,
+            decode: mica_asr::DecodeOptions {
+                beam_size: args.beam_size,
+                temperatures: args.temperature.clone(),
+                ..mica_asr::DecodeOptions::default()
+            },
+            ..TranscribeOptions::default()
+        };
+        Ok(options.validate()?)
+    })?;
+    let dir = job.model_dir(
+        &args.model,
+        &["config.json", "model.safetensors", "tokenizer.json"],
+    )?;
+    let mut transcriber = Transcriber::load(&dir, &job.device, args.precision)
         .with_context(|| format!("loading {}", args.model))?;
     if args.vad {
-        let vad_dir = mica_models::ensure(mica_vad::SileroVad::ASSET)?;
-        transcriber = transcriber.with_vad(mica_vad::SileroVad::from_path(&vad_dir, &device)?);
+        let vad_dir = job.model_dir(mica_vad::SileroVad::ASSET, &[mica_vad::SileroVad::FILE])?;
+        let vad = mica_vad::SileroVad::from_path(&vad_dir, &job.device)?;
+        transcriber = transcriber.with_vad(vad);
     }
-    let media_info = media::describe(&args.input, &media::Tools::from_env())?;
-    let stream = AudioStream::open_with(&args.input, &AudioOptions::default())?;
+    let media = job.describe()?;
+    let stream = job.audio()?;
     let asr_started = Instant::now();
     let transcript = transcriber
         .transcribe_stream(stream, &options)
-        .with_context(|| format!("{}: transcription", args.input.display()))?;
+        .with_context(|| format!("{}: transcription", args.job.input.display()))?;
     let asr_seconds = asr_started.elapsed().as_secs_f64();
     tracing::info!(
         "{}: {} segments from {:.1} s of audio in {:.1} s ({:.1}x real time)",
-        args.input.display(),
+        args.job.input.display(),
         transcript.segments.len(),
         transcript.duration,
         asr_seconds,
         transcript.duration / asr_seconds.max(1e-9)
     );
     let mut analysis = Analysis {
-        media: media_info,
+        media,
         transcript: Some(transcript),
         ..Analysis::default()
     };
     analysis.timings.add("asr", asr_seconds);
-    analysis.timings.total = started.elapsed().as_secs_f64();
-    let mut sink = crate::open_output(args.output.as_deref())?;
-    writers::write(&analysis, args.format, &WriterOptions::default(), &mut sink)?;
-    sink.flush()?;
-    Ok(())
+    job.finish(analysis)
 }

@@ -1,21 +1,20 @@
 //! `mica vad INPUT`: where speech is, with Silero VAD v6.
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use mica_core::document::Analysis;
-use mica_core::writers::{self, Format, WriterOptions};
-use mica_media::{self as media, AudioOptions, AudioStream};
+use mica_core::writers::Format;
 use mica_vad::{SileroVad, SpeechOptions, Vad};
+
+use crate::job::{Job, JobArgs};
 
 /// Arguments of `mica vad`.
 #[derive(Debug, Args)]
 pub struct VadArgs {
-    /// The media file.
-    input: PathBuf,
+    #[command(flatten)]
+    job: JobArgs,
     /// Speech probability at or above which a window is speech.
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     threshold: f32,
@@ -37,21 +36,10 @@ pub struct VadArgs {
     /// Output format: json or rttm.
     #[arg(long, default_value = "json")]
     format: Format,
-    /// Write to FILE instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
-    output: Option<PathBuf>,
-    #[command(flatten)]
-    compute: crate::ComputeArgs,
 }
 
 /// Runs `mica vad`.
 pub fn run(args: VadArgs) -> Result<()> {
-    if !matches!(args.format, Format::Json | Format::Rttm) {
-        anyhow::bail!(
-            "mica vad writes json or rttm, not {}; pick one of those",
-            args.format.name()
-        );
-    }
     let options = SpeechOptions {
         threshold: args.threshold,
         min_silence_duration_ms: args.min_silence_ms,
@@ -60,38 +48,36 @@ pub fn run(args: VadArgs) -> Result<()> {
         max_speech_duration_s: args.max_speech_s,
         ..SpeechOptions::default()
     };
-    // Bad options fail before any model or media work.
-    options.validate()?;
-    let started = Instant::now();
-    let device = args.compute.apply()?;
-    let dir = mica_models::ModelSpec::parse(&args.model)?.resolve(&[SileroVad::FILE])?;
-    let model = SileroVad::from_path(&dir, &device)?;
-    let vad = Vad::new(model, options)?;
-    let media_info = media::describe(&args.input, &media::Tools::from_env())?;
-    let mut stream = AudioStream::open_with(&args.input, &AudioOptions::default())?;
+    let job = Job::start(
+        "vad",
+        &args.job,
+        args.format,
+        &[Format::Json, Format::Rttm],
+        || Ok(options.validate()?),
+    )?;
+    let dir = job.model_dir(&args.model, &[SileroVad::FILE])?;
+    let vad = Vad::new(SileroVad::from_path(&dir, &job.device)?, options)?;
+    let media = job.describe()?;
+    let mut stream = job.audio()?;
     let vad_started = Instant::now();
     let out = vad
         .detect_audio(&mut stream, false)
-        .with_context(|| format!("{}: voice activity detection", args.input.display()))?;
+        .with_context(|| format!("{}: voice activity detection", args.job.input.display()))?;
+    tracing::info!(
+        "{}: {} speech regions in {:.1} s of audio",
+        args.job.input.display(),
+        out.segments.len(),
+        out.duration()
+    );
     let mut analysis = Analysis {
-        media: media_info,
+        media,
         speech: Some(out.regions()),
         ..Analysis::default()
     };
     analysis
         .timings
         .add("vad", vad_started.elapsed().as_secs_f64());
-    analysis.timings.total = started.elapsed().as_secs_f64();
-    tracing::info!(
-        "{}: {} speech regions in {:.1} s of audio",
-        args.input.display(),
-        out.segments.len(),
-        out.duration()
-    );
-    let mut sink = crate::open_output(args.output.as_deref())?;
-    writers::write(&analysis, args.format, &WriterOptions::default(), &mut sink)?;
-    sink.flush()?;
-    Ok(())
+    job.finish(analysis)
 }
 
 /// A duration in whole milliseconds, 0 or more.

@@ -186,6 +186,29 @@ impl RunError {
     }
 }
 
+/// Tensor `name` of a loaded `tensors` map, with its shape checked (for models that
+/// transform their weights at load instead of reading them through a `VarBuilder`).
+pub fn weight_in<'t>(
+    tensors: &'t std::collections::HashMap<String, Tensor>,
+    model: &'static str,
+    name: &str,
+    shape: &[usize],
+) -> Result<&'t Tensor, RunError> {
+    let t = tensors.get(name).ok_or_else(|| RunError::MissingWeight {
+        model,
+        name: name.to_string(),
+    })?;
+    if t.dims() != shape {
+        return Err(RunError::WeightShape {
+            model,
+            name: name.to_string(),
+            found: t.dims().to_vec(),
+            expected: shape.to_vec(),
+        });
+    }
+    Ok(t)
+}
+
 /// Tensor `name` of `vb` as f32 with its shape checked, so that a wrong file fails naming
 /// the tensor (candle's own error names neither the model nor the file's shape).
 pub fn weight(

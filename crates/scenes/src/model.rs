@@ -90,22 +90,7 @@ struct Weights {
 
 impl Weights {
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, ScenesError> {
-        let t = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| RunError::MissingWeight {
-                model: MODEL,
-                name: name.to_string(),
-            })?;
-        if t.dims() != shape {
-            return Err(RunError::WeightShape {
-                model: MODEL,
-                name: name.to_string(),
-                found: t.dims().to_vec(),
-                expected: shape.to_vec(),
-            }
-            .into());
-        }
+        let t = mica_core::error::weight_in(&self.tensors, MODEL, name, shape)?;
         Ok(t.to_dtype(DType::F32)?)
     }
 }

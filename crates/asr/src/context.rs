@@ -13,8 +13,11 @@ use crate::segment::{RawSegment, split_by_timestamps, window_segments};
 use crate::tokenizer::WhisperTokenizer;
 use crate::words::{WordAligner, last_word_end};
 
+/// Called with the seconds of audio done before each window; `false` cancels.
+pub type Observer<'a> = &'a (dyn Fn(f64) -> bool + Sync);
+
 /// The network, tokenizer, options and language one transcription decodes with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct DecodeContext<'a> {
     /// The network.
     pub model: &'a Whisper,
@@ -26,6 +29,18 @@ pub struct DecodeContext<'a> {
     pub language: Option<u32>,
     /// Language code, for word splitting.
     pub language_code: &'a str,
+    /// Progress and cancellation.
+    pub observer: Observer<'a>,
+}
+
+impl std::fmt::Debug for DecodeContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodeContext")
+            .field("options", self.options)
+            .field("language", &self.language)
+            .field("language_code", &self.language_code)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One window's segments and how far it moved through its audio.
@@ -43,6 +58,15 @@ pub struct WindowOutcome {
 }
 
 impl<'a> DecodeContext<'a> {
+    /// Reports `seconds` done to the observer; [`AsrError::Cancelled`] when it says stop.
+    pub fn progress(&self, seconds: f64) -> Result<(), AsrError> {
+        if (self.observer)(seconds) {
+            Ok(())
+        } else {
+            Err(AsrError::Cancelled)
+        }
+    }
+
     /// The window decoder of these options.
     pub fn decoder(&self) -> WindowDecoder<'a> {
         WindowDecoder {

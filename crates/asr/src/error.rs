@@ -72,6 +72,9 @@ pub enum AsrError {
     /// English-only checkpoint.
     #[error("{0}")]
     Language(String),
+    /// The caller's observer stopped the transcription.
+    #[error("the transcription was cancelled")]
+    Cancelled,
     /// Loading or running the network failed, as in every model crate (bad weights, bad
     /// input, bad options, device failure).
     #[error(transparent)]
@@ -96,6 +99,7 @@ impl AsrError {
             }
             AsrError::ContextFull { .. } | AsrError::Tokenize(_) => ErrorKind::Input,
             AsrError::State(_) => ErrorKind::State,
+            AsrError::Cancelled => ErrorKind::Cancelled,
             AsrError::Vad(e) => e.kind(),
             #[cfg(feature = "media")]
             AsrError::Media(_) => ErrorKind::Media,

@@ -36,6 +36,7 @@ impl SeekTranscriber<'_> {
         let mut seek = 0usize;
         while seek < content_frames {
             let time_offset = seek as f64 / FRAMES_PER_SECOND;
+            ctx.progress(time_offset)?;
             let segment_size = WINDOW_FRAMES.min(content_frames - seek);
             let mel_window = mel_windows(mel, &[(seek, segment_size)], ctx.model.device())?;
             let features = ctx.model.encode(&mel_window)?;

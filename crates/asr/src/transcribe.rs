@@ -11,7 +11,7 @@ use mica_media::AudioStream;
 use mica_vad::{SileroVad, Vad};
 
 use crate::AsrError;
-use crate::context::DecodeContext;
+use crate::context::{DecodeContext, Observer};
 use crate::decode::{Task, detect_language};
 use crate::longform::SeekTranscriber;
 use crate::mel::{LogMel, SAMPLE_RATE, WINDOW_FRAMES, mel_windows};
@@ -94,13 +94,25 @@ impl Transcriber {
         samples: &[f32],
         options: &TranscribeOptions,
     ) -> Result<Transcript, AsrError> {
+        self.transcribe_observed(samples, options, &|_| true)
+    }
+
+    /// [`Transcriber::transcribe`], calling `observer` with the seconds of audio done
+    /// before each window is decoded: it reports progress, and returning `false` stops the
+    /// transcription with [`AsrError::Cancelled`] (within one window's decoding).
+    pub fn transcribe_observed(
+        &self,
+        samples: &[f32],
+        options: &TranscribeOptions,
+        observer: Observer<'_>,
+    ) -> Result<Transcript, AsrError> {
         options.validate()?;
         let duration = samples.len() as f64 / SAMPLE_RATE as f64;
         let (language, language_token) = self.language(samples, options)?;
         let segments = if samples.len() < crate::mel::HOP {
             Vec::new()
         } else if options.vad {
-            self.run_vad_batched(samples, options, language_token, &language)?
+            self.run_vad_batched(samples, options, language_token, &language, observer)?
         } else {
             let mel = self.mel.compute(samples)?;
             SeekTranscriber {
@@ -110,6 +122,7 @@ impl Transcriber {
                     options,
                     language: language_token,
                     language_code: &language,
+                    observer,
                 },
             }
             .run(&mel)?
@@ -192,6 +205,7 @@ impl Transcriber {
         options: &TranscribeOptions,
         language_token: Option<u32>,
         language: &str,
+        observer: Observer<'_>,
     ) -> Result<Vec<RawSegment>, AsrError> {
         let vad_model = self.vad.clone().ok_or_else(|| {
             crate::error::invalid_option(
@@ -214,6 +228,7 @@ impl Transcriber {
                 options,
                 language: language_token,
                 language_code: language,
+                observer,
             },
             mel: &self.mel,
         }

@@ -162,6 +162,13 @@ impl BatchedTranscriber<'_> {
             if batch.is_empty() {
                 break;
             }
+            // Progress: the earliest audio still being decoded.
+            let done = batch
+                .iter()
+                .map(|&(_, c, _)| chunks[c].start)
+                .min()
+                .unwrap_or(0);
+            ctx.progress(done as f64 / SAMPLE_RATE as f64)?;
             for &(_, c, _) in &batch {
                 if let Entry::Vacant(slot) = mels.entry(c) {
                     let mel = self.mel.compute(&samples[chunks[c].start..chunks[c].end])?;

@@ -73,7 +73,15 @@ pub const TEST_DEVICE_ENV: &str = "MICA_TEST_DEVICE";
 /// The device the tests run on: [`TEST_DEVICE_ENV`] (`cpu` when unset; `cuda` on a GPU
 /// machine, where the same goldens and tolerances must hold). The one place it is read.
 pub fn test_device() -> Result<Device, DeviceError> {
-    from_env(TEST_DEVICE_ENV)
+    test_device_spec()?.resolve()
+}
+
+/// [`test_device`] as a [`DeviceSpec`] (for builders that take one).
+pub fn test_device_spec() -> Result<DeviceSpec, DeviceError> {
+    match std::env::var(TEST_DEVICE_ENV) {
+        Ok(s) => s.parse(),
+        Err(_) => Ok(DeviceSpec::Cpu),
+    }
 }
 
 /// The device named by the environment variable `var` (`cpu` when unset): how tests

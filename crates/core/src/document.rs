@@ -148,6 +148,10 @@ pub struct Analysis {
     /// How long each stage took.
     #[serde(default)]
     pub timings: Timings,
+    /// What the reader should know about the result: a task that could not run on this
+    /// input (no audio, no video), media that was damaged and partly skipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The input media, as probed.

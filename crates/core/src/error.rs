@@ -44,6 +44,8 @@ pub enum ErrorKind {
     /// A call made in the wrong state (a stream used after it finished): a bug in the
     /// caller.
     State,
+    /// The caller cancelled the work; nothing was written.
+    Cancelled,
 }
 
 /// What goes wrong loading or running a model, the same shape in every model crate: each

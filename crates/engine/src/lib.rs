@@ -1,4 +1,37 @@
-//! The segment-parallel scheduler and one-pass pipeline that combine the model crates.
+//! mica: broadcast audio and video to time-coded data in one pass: where speech is, what
+//! was said (with word times), who spoke when, and where the picture cuts.
 //!
-//! Not built yet; this crate holds only its place in the workspace.
+//! An [`Analyzer`] loads every model of the tasks asked for once; it is `Send + Sync`, so
+//! one is shared (through an `Arc`) by every thread or request of a service.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), mica::Error> {
+//! let analyzer = mica::Analyzer::builder().build()?;
+//! let analysis = analyzer.analyze(std::path::Path::new("news.mp4"))?;
+//! println!("{}", serde_json::to_string_pretty(&analysis).unwrap());
+//! # Ok(()) }
+//! ```
+//!
+//! [`AnalyzerBuilder`] picks the tasks ([`Task`]), models, precision, device and each
+//! model's options; [`Analyzer::analyze_with`] reports [`Progress`] and stops on a
+//! [`CancelToken`]. The result is the [`Analysis`] document that [`writers`] turn into JSON,
+//! SRT, WebVTT, RTTM, text, CSV or EDL. Every error has an [`ErrorKind`].
 #![deny(missing_docs)]
+
+mod analyzer;
+mod builder;
+mod control;
+mod error;
+
+pub use analyzer::{Analyzer, Input};
+pub use builder::{AnalyzerBuilder, Task};
+pub use control::{CancelToken, Progress, ProgressFn, RunControl, Stage};
+pub use error::Error;
+pub use mica_asr::{Precision, TranscribeOptions};
+pub use mica_core::device::DeviceSpec;
+pub use mica_core::document::{self, Analysis};
+pub use mica_core::error::ErrorKind;
+pub use mica_core::writers;
+pub use mica_diarize::DiarizeOptions;
+pub use mica_scenes::ShotOptions;
+pub use mica_vad::SpeechOptions;

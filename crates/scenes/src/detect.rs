@@ -344,6 +344,18 @@ impl ShotDetector {
     /// Detects the shots of an opened 48x27 frame source. Decoding runs in its own thread,
     /// `queue_frames` ahead of the network.
     pub fn detect_source(&self, source: FrameSource, path: &Path) -> Result<ShotList, ScenesError> {
+        self.detect_source_observed(source, path, &|_| true)
+    }
+
+    /// [`ShotDetector::detect_source`], calling `observer` with each frame's time in
+    /// seconds once it is scored: it reports progress, and returning `false` stops the
+    /// detection with [`ScenesError::Cancelled`].
+    pub fn detect_source_observed(
+        &self,
+        source: FrameSource,
+        path: &Path,
+        observer: &(dyn Fn(f64) -> bool + Sync),
+    ) -> Result<ShotList, ScenesError> {
         let info: VideoInfo = source.info().clone();
         let rate = if self.options.constant_rate {
             info.base_rate
@@ -376,12 +388,17 @@ impl ShotDetector {
         let mut stream = self.stream();
         let mut failed = None;
         for item in rx.iter() {
-            match item.and_then(|frame| stream.push(&frame)) {
-                Ok(()) => {}
-                Err(e) => {
-                    failed = Some(e);
-                    break;
+            let pushed = item.and_then(|frame| {
+                stream.push(&frame)?;
+                if observer(frame.pts) {
+                    Ok(())
+                } else {
+                    Err(ScenesError::Cancelled)
                 }
+            });
+            if let Err(e) = pushed {
+                failed = Some(e);
+                break;
             }
         }
         drop(rx);

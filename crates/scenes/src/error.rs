@@ -44,6 +44,9 @@ pub enum ScenesError {
         /// What went wrong.
         reason: String,
     },
+    /// The caller's observer stopped the detection.
+    #[error("shot detection was cancelled")]
+    Cancelled,
     /// Decoding the input failed.
     #[error(transparent)]
     Media(#[from] mica_media::MediaError),
@@ -57,6 +60,7 @@ impl ScenesError {
             ScenesError::FrameSize { .. } => ErrorKind::Input,
             ScenesError::NoFrames { .. } | ScenesError::Media(_) => ErrorKind::Media,
             ScenesError::Thumbnail { .. } => ErrorKind::Options,
+            ScenesError::Cancelled => ErrorKind::Cancelled,
         }
     }
 }

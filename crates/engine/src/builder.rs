@@ -1,0 +1,248 @@
+//! [`AnalyzerBuilder`]: which tasks, which models, which device; every option has a default.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use mica_asr::{Precision, TranscribeOptions, Transcriber};
+use mica_core::device::DeviceSpec;
+use mica_diarize::{DiarizeOptions, Diarizer, Segmentation, SpeakerEncoder};
+use mica_models::ModelSpec;
+use mica_scenes::{ShotDetector, ShotOptions, TransNetV2};
+use mica_vad::{SileroVad, SpeechOptions, Vad};
+
+use crate::Error;
+use crate::analyzer::{Analyzer, Models};
+
+/// One kind of analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Task {
+    /// Where speech is (Silero VAD).
+    Vad,
+    /// What was said, with word times (Whisper).
+    Asr,
+    /// Who spoke when (segmentation, speaker embeddings, clustering).
+    Diarize,
+    /// Where the picture cuts (TransNetV2).
+    Shots,
+}
+
+impl Task {
+    /// Every task.
+    pub const ALL: [Task; 4] = [Task::Vad, Task::Asr, Task::Diarize, Task::Shots];
+
+    /// The task's name (`vad`, `asr`, `diarize`, `shots`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Vad => "vad",
+            Task::Asr => "asr",
+            Task::Diarize => "diarize",
+            Task::Shots => "shots",
+        }
+    }
+}
+
+impl FromStr for Task {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Task, Error> {
+        Task::ALL
+            .into_iter()
+            .find(|t| t.name() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| Error::UnknownTask(s.to_string()))
+    }
+}
+
+/// Builds an [`Analyzer`]: the defaults analyse speech, words and speakers with tiny.en,
+/// Silero VAD v6, pyannote segmentation and resemblyzer embeddings on the best device.
+#[derive(Debug, Clone)]
+pub struct AnalyzerBuilder {
+    tasks: Vec<Task>,
+    device: DeviceSpec,
+    asr_model: String,
+    precision: Precision,
+    vad_model: String,
+    segmentation_model: String,
+    embedding_model: String,
+    shots_model: String,
+    transcribe: TranscribeOptions,
+    speech: SpeechOptions,
+    diarize: DiarizeOptions,
+    shots: ShotOptions,
+}
+
+impl Default for AnalyzerBuilder {
+    fn default() -> AnalyzerBuilder {
+        AnalyzerBuilder {
+            tasks: vec![Task::Vad, Task::Asr, Task::Diarize],
+            device: DeviceSpec::Auto,
+            asr_model: "tiny.en".into(),
+            precision: Precision::F32,
+            vad_model: SileroVad::ASSET.into(),
+            segmentation_model: Segmentation::ASSET.into(),
+            embedding_model: SpeakerEncoder::ASSET.into(),
+            shots_model: TransNetV2::ASSET.into(),
+            transcribe: TranscribeOptions {
+                word_timestamps: true,
+                ..TranscribeOptions::default()
+            },
+            speech: SpeechOptions::default(),
+            diarize: DiarizeOptions::default(),
+            shots: ShotOptions::default(),
+        }
+    }
+}
+
+impl AnalyzerBuilder {
+    /// The tasks to run (any order; repeats are ignored).
+    pub fn tasks(mut self, tasks: impl IntoIterator<Item = Task>) -> Self {
+        let mut tasks: Vec<Task> = tasks.into_iter().collect();
+        tasks.sort();
+        tasks.dedup();
+        self.tasks = tasks;
+        self
+    }
+
+    /// Where the models run (default: CUDA, then Metal, then the CPU).
+    pub fn device(mut self, device: DeviceSpec) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// The Whisper checkpoint: a name (`tiny.en`, `base`), a directory, or `hf:owner/repo`.
+    pub fn asr_model(mut self, spec: impl Into<String>) -> Self {
+        self.asr_model = spec.into();
+        self
+    }
+
+    /// Whisper's weight precision (default f32).
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// The Silero VAD model (a name or a directory).
+    pub fn vad_model(mut self, spec: impl Into<String>) -> Self {
+        self.vad_model = spec.into();
+        self
+    }
+
+    /// The diarization models: segmentation and speaker embedding (names or directories).
+    pub fn diarization_models(
+        mut self,
+        segmentation: impl Into<String>,
+        embedding: impl Into<String>,
+    ) -> Self {
+        self.segmentation_model = segmentation.into();
+        self.embedding_model = embedding.into();
+        self
+    }
+
+    /// The TransNetV2 model (a name or a directory).
+    pub fn shots_model(mut self, spec: impl Into<String>) -> Self {
+        self.shots_model = spec.into();
+        self
+    }
+
+    /// Transcription options (default: faster-whisper's, with word timestamps).
+    pub fn transcribe_options(mut self, options: TranscribeOptions) -> Self {
+        self.transcribe = options;
+        self
+    }
+
+    /// Voice activity options.
+    pub fn speech_options(mut self, options: SpeechOptions) -> Self {
+        self.speech = options;
+        self
+    }
+
+    /// Diarization options (speaker count or bounds, clustering).
+    pub fn diarize_options(mut self, options: DiarizeOptions) -> Self {
+        self.diarize = options;
+        self
+    }
+
+    /// Shot detection options.
+    pub fn shot_options(mut self, options: ShotOptions) -> Self {
+        self.shots = options;
+        self
+    }
+
+    /// Checks every option, resolves the models (installing missing ones with the `fetch`
+    /// feature) and loads each once onto the device.
+    pub fn build(self) -> Result<Analyzer, Error> {
+        if self.tasks.is_empty() {
+            return Err(Error::NoTasks);
+        }
+        let wants = |t: Task| self.tasks.contains(&t);
+        // Every option is checked before any model is read.
+        if wants(Task::Asr) {
+            self.transcribe.validate()?;
+        }
+        if wants(Task::Vad) {
+            self.speech.validate()?;
+        }
+        if wants(Task::Diarize) {
+            self.diarize.validate()?;
+        }
+        if wants(Task::Shots) {
+            self.shots.validate()?;
+        }
+        let device = self.device.resolve()?;
+        let dir = |spec: &str, files: &[&str]| ModelSpec::parse(spec)?.resolve(files);
+        // Silero serves both the VAD task and Whisper's VAD-batched mode.
+        let silero = if wants(Task::Vad) || (wants(Task::Asr) && self.transcribe.vad) {
+            let path = dir(&self.vad_model, &[SileroVad::FILE])?;
+            Some(SileroVad::from_path(path, &device)?)
+        } else {
+            None
+        };
+        let vad = match (&silero, wants(Task::Vad)) {
+            (Some(model), true) => Some(Vad::new(Arc::clone(model), self.speech.clone())?),
+            _ => None,
+        };
+        let transcriber = if wants(Task::Asr) {
+            let path = dir(
+                &self.asr_model,
+                &["config.json", "model.safetensors", "tokenizer.json"],
+            )?;
+            let t = Transcriber::load(&path, &device, self.precision)?;
+            Some(match &silero {
+                Some(model) => t.with_vad(Arc::clone(model)),
+                None => t,
+            })
+        } else {
+            None
+        };
+        let diarizer = if wants(Task::Diarize) {
+            let seg = dir(&self.segmentation_model, &[Segmentation::FILE])?;
+            let emb = dir(&self.embedding_model, &[SpeakerEncoder::FILE])?;
+            Some(Diarizer::new(
+                Segmentation::from_path(seg, &device)?,
+                SpeakerEncoder::from_path(emb, &device)?,
+                self.diarize.clone(),
+            )?)
+        } else {
+            None
+        };
+        let shots = if wants(Task::Shots) {
+            let path = dir(&self.shots_model, &[TransNetV2::FILE])?;
+            Some(ShotDetector::new(
+                TransNetV2::from_path(path, &device)?,
+                self.shots.clone(),
+            )?)
+        } else {
+            None
+        };
+        Ok(Analyzer::new(
+            Models {
+                vad,
+                transcriber,
+                diarizer,
+                shots,
+            },
+            self.tasks,
+            self.transcribe,
+            self.shots,
+        ))
+    }
+}

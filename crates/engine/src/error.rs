@@ -1,0 +1,65 @@
+//! The engine's error: each model crate's error, media and model-file errors, and the
+//! engine's own (no task, cancelled), each with the [`ErrorKind`] a caller acts on.
+
+use mica_core::error::ErrorKind;
+
+/// Anything [`crate::Analyzer`] building or analysing can return.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No task was asked for.
+    #[error("no task asked for; pick at least one of vad, asr, diarize, shots")]
+    NoTasks,
+    /// A task name that is not one of the four.
+    #[error("unknown task {0:?}; the tasks are vad, asr, diarize and shots")]
+    UnknownTask(String),
+    /// The caller cancelled the analysis; nothing was returned.
+    #[error("the analysis was cancelled")]
+    Cancelled,
+    /// Reading the input failed (a reader given as input, or its temporary copy).
+    #[error("reading the input: {0}")]
+    Io(#[from] std::io::Error),
+    /// The compute device is not usable.
+    #[error(transparent)]
+    Device(#[from] mica_core::device::DeviceError),
+    /// The media could not be opened or decoded.
+    #[error(transparent)]
+    Media(#[from] mica_media::MediaError),
+    /// A model could not be resolved, fetched or verified.
+    #[error(transparent)]
+    Model(#[from] mica_models::ModelError),
+    /// Voice activity detection failed.
+    #[error(transparent)]
+    Vad(#[from] mica_vad::VadError),
+    /// Speech recognition failed.
+    #[error(transparent)]
+    Asr(#[from] mica_asr::AsrError),
+    /// Diarization failed.
+    #[error(transparent)]
+    Diarize(#[from] mica_diarize::DiarizeError),
+    /// Shot detection failed.
+    #[error(transparent)]
+    Shots(#[from] mica_scenes::ScenesError),
+}
+
+impl Error {
+    /// What the caller can do about it.
+    pub fn kind(&self) -> ErrorKind {
+        use mica_models::ModelError;
+        match self {
+            Error::NoTasks | Error::UnknownTask(_) => ErrorKind::Options,
+            Error::Cancelled => ErrorKind::Cancelled,
+            Error::Io(_) | Error::Media(_) => ErrorKind::Media,
+            Error::Device(_) => ErrorKind::Device,
+            Error::Model(ModelError::UnknownAsset { .. } | ModelError::BadSpec(_)) => {
+                ErrorKind::Options
+            }
+            Error::Model(_) => ErrorKind::Model,
+            Error::Vad(e) => e.kind(),
+            Error::Asr(mica_asr::AsrError::Cancelled) => ErrorKind::Cancelled,
+            Error::Asr(e) => e.kind(),
+            Error::Diarize(e) => e.kind(),
+            Error::Shots(e) => e.kind(),
+        }
+    }
+}

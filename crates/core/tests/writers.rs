@@ -148,6 +148,7 @@ fn sample() -> Analysis {
             ]),
             total: 3.9,
         },
+        warnings: Vec::new(),
     }
 }
 

@@ -240,7 +240,9 @@ fn one_analyzer_shared_by_threads() -> Res<()> {
     let path = sample("jfk", "jfk.wav")?;
     let alone = a.analyze(&path)?;
     let results: Vec<Analysis> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..3).map(|_| s.spawn(|| a.analyze(&path))).collect();
+        let handles: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| a.analyze(&path).map_err(|e| e.to_string())))
+            .collect();
         handles
             .into_iter()
             .map(|h| h.join().expect("analysis thread"))

@@ -1,6 +1,7 @@
 //! `mica`: broadcast audio and video to time-coded data. A thin shell over the library
 //! crates: it parses arguments, calls them, and writes what they return.
 
+mod analyze;
 mod diarize;
 mod job;
 mod models;
@@ -37,6 +38,8 @@ enum Command {
     Shots(shots::ShotsArgs),
     /// Find who spoke when (speaker diarization, overlap-aware).
     Diarize(diarize::DiarizeArgs),
+    /// Every task in one pass: speech, words, speakers and shots (the engine's Analyzer).
+    Analyze(analyze::AnalyzeArgs),
     /// Speech to text with Whisper (tiny.en, base, any Hugging Face Whisper checkpoint).
     Transcribe(transcribe::TranscribeArgs),
 }
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Shots(args) => shots::run(args),
         Command::Diarize(args) => diarize::run(args),
         Command::Transcribe(args) => transcribe::run(args),
+        Command::Analyze(args) => analyze::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -58,6 +58,7 @@ impl FromStr for Task {
 pub struct AnalyzerBuilder {
     tasks: Vec<Task>,
     device: DeviceSpec,
+    opened: Option<candle_core::Device>,
     asr_model: String,
     precision: Precision,
     vad_model: String,
@@ -75,6 +76,7 @@ impl Default for AnalyzerBuilder {
         AnalyzerBuilder {
             tasks: vec![Task::Vad, Task::Asr, Task::Diarize],
             device: DeviceSpec::Auto,
+            opened: None,
             asr_model: "tiny.en".into(),
             precision: Precision::F32,
             vad_model: SileroVad::ASSET.into(),
@@ -105,6 +107,12 @@ impl AnalyzerBuilder {
     /// Where the models run (default: CUDA, then Metal, then the CPU).
     pub fn device(mut self, device: DeviceSpec) -> Self {
         self.device = device;
+        self
+    }
+
+    /// Runs the models on an already opened candle device (instead of [`Self::device`]).
+    pub fn on_device(mut self, device: candle_core::Device) -> Self {
+        self.opened = Some(device);
         self
     }
 
@@ -187,7 +195,10 @@ impl AnalyzerBuilder {
         if wants(Task::Shots) {
             self.shots.validate()?;
         }
-        let device = self.device.resolve()?;
+        let device = match &self.opened {
+            Some(device) => device.clone(),
+            None => self.device.resolve()?,
+        };
         let dir = |spec: &str, files: &[&str]| ModelSpec::parse(spec)?.resolve(files);
         // Silero serves both the VAD task and Whisper's VAD-batched mode.
         let silero = if wants(Task::Vad) || (wants(Task::Asr) && self.transcribe.vad) {

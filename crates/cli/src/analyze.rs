@@ -1,17 +1,23 @@
-//! `mica analyze INPUT`: every task in one pass over the input (the engine's Analyzer).
+//! `mica analyze INPUT...`: every task in one pass over each input (the engine's
+//! Analyzer, loaded once for all of them), to standard output, a file, or a sidecar set per
+//! input in a directory.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use mica::{Analyzer, DiarizeOptions, Precision, Task, TranscribeOptions};
-use mica_core::writers::Format;
-
-use crate::job::{Job, JobArgs};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mica::{Analysis, Analyzer, DiarizeOptions, Precision, RunControl, Task, TranscribeOptions};
+use mica_core::writers::{self, Format, WriterOptions};
 
 /// Arguments of `mica analyze`.
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
-    #[command(flatten)]
-    job: JobArgs,
+    /// The media files (any container and codec symphonia or ffmpeg reads).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
     /// Tasks, comma separated: vad, asr, diarize, shots.
     #[arg(long, value_delimiter = ',', default_value = "vad,asr,diarize")]
     tasks: Vec<String>,
@@ -33,52 +39,154 @@ pub struct AnalyzeArgs {
     /// Output format: json, srt, vtt, txt, rttm, csv or edl (csv and edl list shots).
     #[arg(long, default_value = "json")]
     format: Format,
+    /// Write to FILE instead of standard output (one input only).
+    #[arg(short, long, value_name = "FILE", conflicts_with = "out_dir")]
+    output: Option<PathBuf>,
+    /// Write each input's sidecar set into DIR: NAME.analysis.json and, where the tasks
+    /// give them, NAME.srt, NAME.vtt, NAME.txt, NAME.rttm, NAME.shots.csv, NAME.edl.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    #[command(flatten)]
+    compute: crate::ComputeArgs,
 }
 
 /// Runs `mica analyze`.
-pub fn run(args: AnalyzeArgs) -> Result<()> {
-    let writes = [
-        Format::Json,
-        Format::Srt,
-        Format::Vtt,
-        Format::Txt,
-        Format::Rttm,
-        Format::Csv,
-        Format::Edl,
-    ];
-    let mut tasks = Vec::new();
-    let mut transcribe = TranscribeOptions::default();
-    let mut diarize = DiarizeOptions::default();
-    let job = Job::start("analyze", &args.job, args.format, &writes, || {
-        for t in &args.tasks {
-            tasks.push(t.parse::<Task>()?);
-        }
-        transcribe = TranscribeOptions {
-            language: (args.language != "auto").then(|| args.language.clone()),
-            word_timestamps: true,
-            decode: mica_asr::DecodeOptions {
-                beam_size: args.beam_size,
-                ..mica_asr::DecodeOptions::default()
-            },
-            ..TranscribeOptions::default()
-        };
-        transcribe.validate()?;
-        diarize = DiarizeOptions {
-            num_speakers: args.num_speakers,
-            ..DiarizeOptions::default()
-        };
-        Ok(diarize.validate()?)
-    })?;
+pub fn run(args: AnalyzeArgs, quiet: bool) -> Result<()> {
+    // Every argument is checked before any model is loaded or media opened.
+    if args.inputs.len() > 1 && args.out_dir.is_none() {
+        anyhow::bail!(
+            "{} inputs need --out-dir DIR (one sidecar set per input); -o and standard \
+             output take one",
+            args.inputs.len()
+        );
+    }
+    let tasks = args
+        .tasks
+        .iter()
+        .map(|t| t.parse::<Task>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let needs: &[Task] = match args.format {
+        Format::Srt | Format::Vtt | Format::Txt => &[Task::Asr],
+        Format::Rttm => &[Task::Diarize, Task::Vad],
+        Format::Csv | Format::Edl => &[Task::Shots],
+        Format::Json => &[],
+    };
+    if !needs.is_empty() && !needs.iter().any(|t| tasks.contains(t)) {
+        let names: Vec<&str> = needs.iter().map(|t| t.name()).collect();
+        anyhow::bail!(
+            "--format {} needs the {} task; add it to --tasks",
+            args.format.name(),
+            names.join(" or ")
+        );
+    }
+    let transcribe = TranscribeOptions {
+        language: (args.language != "auto").then(|| args.language.clone()),
+        word_timestamps: true,
+        decode: mica_asr::DecodeOptions {
+            beam_size: args.beam_size,
+            ..mica_asr::DecodeOptions::default()
+        },
+        ..TranscribeOptions::default()
+    };
+    let diarize = DiarizeOptions {
+        num_speakers: args.num_speakers,
+        ..DiarizeOptions::default()
+    };
+    let device = args.compute.apply()?;
     let analyzer = Analyzer::builder()
         .tasks(tasks)
-        .on_device(job.device.clone())
+        .on_device(device)
         .asr_model(&args.model)
         .precision(args.precision)
         .transcribe_options(transcribe)
         .diarize_options(diarize)
         .build()?;
-    let analysis = analyzer
-        .analyze(&args.job.input)
-        .with_context(|| format!("{}: analysis", args.job.input.display()))?;
-    job.finish(analysis)
+    if let Some(dir) = &args.out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for input in &args.inputs {
+        let analysis = analyze_one(&analyzer, input, quiet)
+            .with_context(|| format!("{}: analysis", input.display()))?;
+        match &args.out_dir {
+            Some(dir) => {
+                let written = write_sidecars(&analysis, input, dir)?;
+                tracing::info!("{}: wrote {}", input.display(), written.join(", "));
+            }
+            None => {
+                let mut sink = crate::open_output(args.output.as_deref())?;
+                writers::write(&analysis, args.format, &WriterOptions::default(), &mut sink)?;
+                sink.flush()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One input, with a progress bar on a terminal.
+fn analyze_one(analyzer: &Analyzer, input: &Path, quiet: bool) -> Result<Analysis> {
+    let bar = ProgressBar::with_draw_target(
+        None,
+        if quiet || !std::io::stderr().is_terminal() {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        },
+    );
+    if let Ok(style) = ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} s ({eta})") {
+        bar.set_style(style);
+    }
+    let control = RunControl {
+        progress: Some({
+            let bar = bar.clone();
+            Arc::new(move |p: mica::Progress| {
+                bar.set_length(p.duration.max(p.media_seconds).ceil() as u64);
+                bar.set_position(p.media_seconds as u64);
+                bar.set_message(format!("{:?}", p.stage).to_lowercase());
+            })
+        }),
+        ..RunControl::default()
+    };
+    let analysis = analyzer.analyze_with(input, &control);
+    bar.finish_and_clear();
+    Ok(analysis?)
+}
+
+/// Writes `analysis`'s sidecar set for `input` into `dir`: every file is written into a
+/// temporary directory there first and moved into place only when all are written, so a
+/// failure leaves none of them. Returns the file names.
+fn write_sidecars(analysis: &Analysis, input: &Path, dir: &Path) -> Result<Vec<String>> {
+    let stem = input
+        .file_stem()
+        .map_or_else(|| "input".into(), |s| s.to_string_lossy().into_owned());
+    let mut files = vec![(format!("{stem}.analysis.json"), Format::Json)];
+    if analysis.transcript.is_some() {
+        for format in [Format::Srt, Format::Vtt, Format::Txt] {
+            files.push((format!("{stem}.{}", format.extension()), format));
+        }
+    }
+    if analysis.speakers.is_some() || analysis.speech.is_some() {
+        files.push((format!("{stem}.rttm"), Format::Rttm));
+    }
+    if analysis.shots.is_some() {
+        files.push((format!("{stem}.shots.csv"), Format::Csv));
+        files.push((format!("{stem}.edl"), Format::Edl));
+    }
+    let work = tempfile::Builder::new()
+        .prefix(".mica-sidecars-")
+        .tempdir_in(dir)
+        .with_context(|| format!("writing into {}", dir.display()))?;
+    for (name, format) in &files {
+        let path = work.path().join(name);
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&path).with_context(|| format!("creating {name}"))?,
+        );
+        writers::write(analysis, *format, &WriterOptions::default(), &mut file)
+            .with_context(|| format!("writing {name}"))?;
+        file.flush()?;
+    }
+    for (name, _) in &files {
+        std::fs::rename(work.path().join(name), dir.join(name))
+            .with_context(|| format!("moving {name} into {}", dir.display()))?;
+    }
+    Ok(files.into_iter().map(|(name, _)| name).collect())
 }

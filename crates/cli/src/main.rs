@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         Command::Shots(args) => shots::run(args),
         Command::Diarize(args) => diarize::run(args),
         Command::Transcribe(args) => transcribe::run(args),
-        Command::Analyze(args) => analyze::run(args),
+        Command::Analyze(args) => analyze::run(args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

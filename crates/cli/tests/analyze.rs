@@ -61,6 +61,61 @@ fn one_pass_gives_every_task_and_format() {
 }
 
 #[test]
+fn many_inputs_write_one_sidecar_set_each() {
+    let jfk = sample("jfk", "jfk.wav");
+    let video = sample("opencv-video", "Megamind.avi");
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let out = mica(&[
+        "analyze",
+        &jfk,
+        &video,
+        "--tasks",
+        "asr,diarize,shots",
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    let mut names: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "Megamind.analysis.json",
+            "Megamind.edl",
+            "Megamind.rttm",
+            "Megamind.shots.csv",
+            "Megamind.srt",
+            "Megamind.txt",
+            "Megamind.vtt",
+            "jfk.analysis.json",
+            "jfk.rttm",
+            "jfk.srt",
+            "jfk.txt",
+            "jfk.vtt",
+        ]
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("jfk.analysis.json")).unwrap()).unwrap();
+    assert!(
+        report["transcript"]["segments"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("ask not")
+    );
+    let srt = std::fs::read_to_string(out_dir.join("jfk.srt")).unwrap();
+    assert!(srt.contains("[SPEAKER_00]"), "{srt}");
+}
+
+#[test]
 fn bad_arguments_are_one_line_errors() {
     let jfk = sample("jfk", "jfk.wav");
     let out = mica(&["analyze", &jfk, "--tasks", "speech"]);
@@ -74,4 +129,8 @@ fn bad_arguments_are_one_line_errors() {
     assert_error_line(&out, &["invalid diarization option"]);
     let out = mica(&["analyze", "/no/such/file.wav"]);
     assert_error_line(&out, &["no such file"]);
+    let out = mica(&["analyze", &jfk, &jfk]);
+    assert_error_line(&out, &["2 inputs need --out-dir"]);
+    let out = mica(&["analyze", &jfk, "--tasks", "vad", "--format", "srt"]);
+    assert_error_line(&out, &["--format srt needs the asr task"]);
 }

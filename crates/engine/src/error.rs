@@ -24,22 +24,42 @@ pub enum Error {
     Device(#[from] mica_core::device::DeviceError),
     /// The media could not be opened or decoded.
     #[error(transparent)]
-    Media(#[from] mica_media::MediaError),
+    Media(Box<mica_media::MediaError>),
     /// A model could not be resolved, fetched or verified.
     #[error(transparent)]
-    Model(#[from] mica_models::ModelError),
+    Model(Box<mica_models::ModelError>),
     /// Voice activity detection failed.
     #[error(transparent)]
-    Vad(#[from] mica_vad::VadError),
+    Vad(Box<mica_vad::VadError>),
     /// Speech recognition failed.
     #[error(transparent)]
-    Asr(#[from] mica_asr::AsrError),
+    Asr(Box<mica_asr::AsrError>),
     /// Diarization failed.
     #[error(transparent)]
-    Diarize(#[from] mica_diarize::DiarizeError),
+    Diarize(Box<mica_diarize::DiarizeError>),
     /// Shot detection failed.
     #[error(transparent)]
-    Shots(#[from] mica_scenes::ScenesError),
+    Shots(Box<mica_scenes::ScenesError>),
+}
+
+/// Boxed, so that every `Result` of the engine stays small.
+macro_rules! boxed_from {
+    ($($variant:ident: $ty:ty),* $(,)?) => {$(
+        impl From<$ty> for Error {
+            fn from(e: $ty) -> Error {
+                Error::$variant(Box::new(e))
+            }
+        }
+    )*};
+}
+
+boxed_from! {
+    Media: mica_media::MediaError,
+    Model: mica_models::ModelError,
+    Vad: mica_vad::VadError,
+    Asr: mica_asr::AsrError,
+    Diarize: mica_diarize::DiarizeError,
+    Shots: mica_scenes::ScenesError,
 }
 
 impl Error {
@@ -51,12 +71,16 @@ impl Error {
             Error::Cancelled => ErrorKind::Cancelled,
             Error::Io(_) | Error::Media(_) => ErrorKind::Media,
             Error::Device(_) => ErrorKind::Device,
-            Error::Model(ModelError::UnknownAsset { .. } | ModelError::BadSpec(_)) => {
+            Error::Model(e)
+                if matches!(
+                    **e,
+                    ModelError::UnknownAsset { .. } | ModelError::BadSpec(_)
+                ) =>
+            {
                 ErrorKind::Options
             }
             Error::Model(_) => ErrorKind::Model,
             Error::Vad(e) => e.kind(),
-            Error::Asr(mica_asr::AsrError::Cancelled) => ErrorKind::Cancelled,
             Error::Asr(e) => e.kind(),
             Error::Diarize(e) => e.kind(),
             Error::Shots(e) => e.kind(),

@@ -11,11 +11,17 @@ use mica_core::document::{AudioInfo, MediaInfo, VideoInfo};
 /// error the audio decoders gave, since that names what was tried.
 pub fn describe(path: impl AsRef<Path>, tools: &Tools) -> Result<MediaInfo, MediaError> {
     let path = path.as_ref();
+    // What ffprobe could not read as video may still be audio symphonia reads; if it is
+    // not that either, its reason is the one to give.
+    let mut not_media = None;
     let video = match probe_with(path, tools) {
         Ok(v) => Some(v),
         // Audio-only inputs, and audio inputs on a machine without ffprobe, still describe.
         Err(MediaError::NoVideoStream { .. } | MediaError::ToolMissing { .. }) => None,
-        Err(MediaError::NotMedia { .. }) => None,
+        Err(e @ MediaError::NotMedia { .. }) => {
+            not_media = Some(e);
+            None
+        }
         Err(e) => return Err(e),
     };
     let options = AudioOptions {
@@ -25,7 +31,7 @@ pub fn describe(path: impl AsRef<Path>, tools: &Tools) -> Result<MediaInfo, Medi
     let audio = match AudioStream::open_with(path, &options) {
         Ok(stream) => Some(stream.info().clone()),
         Err(MediaError::NoAudioStream { .. }) if video.is_some() => None,
-        Err(e) => return Err(e),
+        Err(e) => return Err(not_media.unwrap_or(e)),
     };
     let duration = audio
         .as_ref()

@@ -95,6 +95,10 @@ pub fn probe_with(path: impl AsRef<Path>, tools: &Tools) -> Result<VideoInfo, Me
     probe_input(path.as_ref(), tools, DEFAULT_SEQUENCE_RATE)
 }
 
+/// ffmpeg demuxers that draw arbitrary bytes as text (binary text, ANSI art): a file they
+/// take is not a video.
+const TEXT_ART_FORMATS: [&str; 5] = ["bin", "tty", "xbin", "adf", "idf"];
+
 /// The frame rate image sequences are read at unless told otherwise.
 const DEFAULT_SEQUENCE_RATE: Rational = Rational { num: 25, den: 1 };
 
@@ -253,6 +257,21 @@ fn probe_input(
             )?
         }
     };
+    // ffmpeg renders any bytes as text art through these demuxers (random bytes in a file
+    // named .bin become a 1280x50000 "video"); they are never media a user means.
+    let format = json
+        .get("format")
+        .and_then(|f| f.get("format_name"))
+        .and_then(|f| f.as_str())
+        .unwrap_or_default();
+    if TEXT_ART_FORMATS.contains(&format) {
+        return Err(MediaError::NotMedia {
+            path: path.to_path_buf(),
+            reason: format!(
+                "ffmpeg only reads it as text art (its {format:?} demuxer), not as video"
+            ),
+        });
+    }
     let stream =
         ffmpeg::streams(&json, "video")
             .next()

@@ -1138,3 +1138,35 @@ fn video_input_errors() -> TestResult {
     ));
     Ok(())
 }
+
+/// Random bytes that ffmpeg's text-art demuxers would draw as a huge "video" are not media,
+/// for the frame source, the probe and the description alike.
+#[test]
+fn bytes_ffmpeg_draws_as_text_art_are_not_media() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("random.bin");
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let bytes: Vec<u8> = (0..1_000_000)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        })
+        .collect();
+    std::fs::write(&path, bytes)?;
+    let tools = Tools::from_env();
+    for result in [
+        mica_media::probe_with(&path, &tools).map(|_| ()),
+        FrameSource::open(&path, &FrameOptions::default()).map(|_| ()),
+        mica_media::describe(&path, &tools).map(|_| ()),
+    ] {
+        match result {
+            Err(e @ MediaError::NotMedia { .. }) => {
+                assert!(e.to_string().contains("random.bin"), "{e}")
+            }
+            other => panic!("expected NotMedia, got {other:?}"),
+        }
+    }
+    Ok(())
+}

@@ -123,7 +123,7 @@ pub fn run(args: AnalyzeArgs, quiet: bool) -> Result<()> {
 }
 
 /// One input, with a progress bar on a terminal.
-fn analyze_one(analyzer: &Analyzer, input: &Path, quiet: bool) -> Result<Analysis> {
+pub(crate) fn analyze_one(analyzer: &Analyzer, input: &Path, quiet: bool) -> Result<Analysis> {
     let bar = ProgressBar::with_draw_target(
         None,
         if quiet || !std::io::stderr().is_terminal() {

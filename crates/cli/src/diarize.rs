@@ -1,13 +1,11 @@
 //! `mica diarize INPUT`: who spoke when (pyannote segmentation + resemblyzer d-vectors +
 //! clustering), overlapped speech kept.
 
-use std::time::Instant;
-
 use anyhow::{Context, Result};
 use clap::Args;
-use mica_core::document::Analysis;
+use mica::{Analyzer, Task};
 use mica_core::writers::{self, Format, WriterOptions};
-use mica_diarize::{DiarizeOptions, Diarizer, Method, Segmentation, SpeakerEncoder};
+use mica_diarize::{DiarizeOptions, Method};
 
 use crate::job::{Job, JobArgs};
 
@@ -57,7 +55,7 @@ fn method(s: &str) -> Result<Method, String> {
 }
 
 /// Runs `mica diarize`.
-pub fn run(args: DiarizeArgs) -> Result<()> {
+pub fn run(args: DiarizeArgs, quiet: bool) -> Result<()> {
     let defaults = DiarizeOptions::default();
     let options = DiarizeOptions {
         num_speakers: args.num_speakers,
@@ -72,34 +70,31 @@ pub fn run(args: DiarizeArgs) -> Result<()> {
     let job = Job::start("diarize", &args.job, args.format, &writes, || {
         Ok(options.validate()?)
     })?;
-    let seg_dir = job.model_dir(&args.segmentation_model, &[Segmentation::FILE])?;
-    let emb_dir = job.model_dir(&args.embedding_model, &[SpeakerEncoder::FILE])?;
-    let diarizer = Diarizer::new(
-        Segmentation::from_path(&seg_dir, &job.device)?,
-        SpeakerEncoder::from_path(&emb_dir, &job.device)?,
-        options,
-    )?;
-    let media = job.describe()?;
-    let mut stream = job.audio()?;
-    let run_started = Instant::now();
-    let out = diarizer
-        .diarize_stream(&mut stream)
+    let builder = Analyzer::builder()
+        .tasks([Task::Diarize])
+        .diarization_models(&args.segmentation_model, &args.embedding_model)
+        .diarize_options(options);
+    let analysis = job
+        .analyze(builder, quiet)
         .with_context(|| format!("{}: diarization", args.job.input.display()))?;
-    let seconds = run_started.elapsed().as_secs_f64();
-    tracing::info!(
-        "{}: {} speakers, {} turns in {:.1} s of audio ({:.0}x real time)",
-        args.job.input.display(),
-        out.speakers.len(),
-        out.turns.len(),
-        out.duration,
-        out.duration / seconds.max(1e-9)
-    );
-    let mut analysis = Analysis {
-        media,
-        speakers: Some(out.turns),
-        ..Analysis::default()
-    };
-    analysis.timings.add("diarize", seconds);
+    if let Some(turns) = &analysis.speakers {
+        let seconds = analysis
+            .timings
+            .stages
+            .get("diarize")
+            .copied()
+            .unwrap_or(0.0);
+        let speakers: std::collections::BTreeSet<&str> =
+            turns.iter().map(|t| t.speaker.as_str()).collect();
+        tracing::info!(
+            "{}: {} speakers, {} turns in {:.1} s of audio ({:.0}x real time)",
+            args.job.input.display(),
+            speakers.len(),
+            turns.len(),
+            analysis.media.duration,
+            analysis.media.duration / seconds.max(1e-9)
+        );
+    }
     job.finish_with(analysis, |analysis, format, sink| {
         let opts = WriterOptions::default();
         match format {

@@ -1,6 +1,6 @@
 //! What every model command shares: the input, output and compute arguments, and the run
-//! skeleton around the model call (format check, options checked before any work, device,
-//! model directory, media description, timings, writing the document).
+//! skeleton around the engine (format check, options checked before any work, device, the
+//! analysis with its progress bar, timings, writing the document).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,9 +8,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::Device;
-use mica_core::document::{Analysis, MediaInfo};
+use mica_core::document::Analysis;
 use mica_core::writers::{self, Format, WriterOptions};
-use mica_media::{AudioOptions, AudioStream, Tools};
 
 /// The input, the output file and where models run: every model command takes these.
 #[derive(Debug, clap::Args)]
@@ -73,17 +72,11 @@ impl<'a> Job<'a> {
         Ok(mica_models::ModelSpec::parse(spec)?.resolve(files)?)
     }
 
-    /// The input's description for the document.
-    pub fn describe(&self) -> Result<MediaInfo> {
-        Ok(mica_media::describe(&self.args.input, &Tools::from_env())?)
-    }
-
-    /// The input decoded as a stream of 16 kHz mono chunks.
-    pub fn audio(&self) -> Result<AudioStream> {
-        Ok(AudioStream::open_with(
-            &self.args.input,
-            &AudioOptions::default(),
-        )?)
+    /// Runs `builder`'s analyzer on the job's device over the input, with the engine's
+    /// progress bar on a terminal.
+    pub fn analyze(&self, builder: mica::AnalyzerBuilder, quiet: bool) -> Result<Analysis> {
+        let analyzer = builder.on_device(self.device.clone()).build()?;
+        crate::analyze::analyze_one(&analyzer, &self.args.input, quiet)
     }
 
     /// Seconds since the job started.

@@ -53,10 +53,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Models(args) => models::run(args),
         Command::Probe(args) => probe::run(args, cli.quiet),
-        Command::Vad(args) => vad::run(args),
+        Command::Vad(args) => vad::run(args, cli.quiet),
         Command::Shots(args) => shots::run(args),
-        Command::Diarize(args) => diarize::run(args),
-        Command::Transcribe(args) => transcribe::run(args),
+        Command::Diarize(args) => diarize::run(args, cli.quiet),
+        Command::Transcribe(args) => transcribe::run(args, cli.quiet),
         Command::Analyze(args) => analyze::run(args, cli.quiet),
     };
     match result {

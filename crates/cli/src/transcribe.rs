@@ -1,11 +1,9 @@
 //! `mica transcribe INPUT`: speech to text with Whisper.
 
-use std::time::Instant;
-
 use anyhow::{Context, Result};
 use clap::Args;
-use mica_asr::{Precision, Task, TranscribeOptions, Transcriber};
-use mica_core::document::Analysis;
+use mica::Analyzer;
+use mica_asr::{Precision, Task, TranscribeOptions};
 use mica_core::writers::Format;
 
 use crate::job::{Job, JobArgs};
@@ -59,7 +57,7 @@ pub struct TranscribeArgs {
 }
 
 /// Runs `mica transcribe`.
-pub fn run(args: TranscribeArgs) -> Result<()> {
+pub fn run(args: TranscribeArgs, quiet: bool) -> Result<()> {
     let writes = [Format::Json, Format::Srt, Format::Vtt, Format::Txt];
     // The task parses inside the checks, so a bad one fails before any work too.
     let mut options = TranscribeOptions::default();
@@ -84,37 +82,24 @@ pub fn run(args: TranscribeArgs) -> Result<()> {
         };
         Ok(options.validate()?)
     })?;
-    let dir = job.model_dir(
-        &args.model,
-        &["config.json", "model.safetensors", "tokenizer.json"],
-    )?;
-    let mut transcriber = Transcriber::load(&dir, &job.device, args.precision)
-        .with_context(|| format!("loading {}", args.model))?;
-    if args.vad {
-        let vad_dir = job.model_dir(mica_vad::SileroVad::ASSET, &[mica_vad::SileroVad::FILE])?;
-        let vad = mica_vad::SileroVad::from_path(&vad_dir, &job.device)?;
-        transcriber = transcriber.with_vad(vad);
-    }
-    let media = job.describe()?;
-    let stream = job.audio()?;
-    let asr_started = Instant::now();
-    let transcript = transcriber
-        .transcribe_stream(stream, &options)
+    let builder = Analyzer::builder()
+        .tasks([mica::Task::Asr])
+        .asr_model(&args.model)
+        .precision(args.precision)
+        .transcribe_options(options);
+    let analysis = job
+        .analyze(builder, quiet)
         .with_context(|| format!("{}: transcription", args.job.input.display()))?;
-    let asr_seconds = asr_started.elapsed().as_secs_f64();
-    tracing::info!(
-        "{}: {} segments from {:.1} s of audio in {:.1} s ({:.1}x real time)",
-        args.job.input.display(),
-        transcript.segments.len(),
-        transcript.duration,
-        asr_seconds,
-        transcript.duration / asr_seconds.max(1e-9)
-    );
-    let mut analysis = Analysis {
-        media,
-        transcript: Some(transcript),
-        ..Analysis::default()
-    };
-    analysis.timings.add("asr", asr_seconds);
+    if let Some(transcript) = &analysis.transcript {
+        let asr_seconds = analysis.timings.stages.get("asr").copied().unwrap_or(0.0);
+        tracing::info!(
+            "{}: {} segments from {:.1} s of audio in {:.1} s ({:.1}x real time)",
+            args.job.input.display(),
+            transcript.segments.len(),
+            transcript.duration,
+            asr_seconds,
+            transcript.duration / asr_seconds.max(1e-9)
+        );
+    }
     job.finish(analysis)
 }

@@ -1,12 +1,9 @@
 //! `mica vad INPUT`: where speech is, with Silero VAD v6.
 
-use std::time::Instant;
-
 use anyhow::{Context, Result};
 use clap::Args;
-use mica_core::document::Analysis;
+use mica::{Analyzer, SpeechOptions, Task};
 use mica_core::writers::Format;
-use mica_vad::{SileroVad, SpeechOptions, Vad};
 
 use crate::job::{Job, JobArgs};
 
@@ -39,7 +36,7 @@ pub struct VadArgs {
 }
 
 /// Runs `mica vad`.
-pub fn run(args: VadArgs) -> Result<()> {
+pub fn run(args: VadArgs, quiet: bool) -> Result<()> {
     let options = SpeechOptions {
         threshold: args.threshold,
         min_silence_duration_ms: args.min_silence_ms,
@@ -55,28 +52,19 @@ pub fn run(args: VadArgs) -> Result<()> {
         &[Format::Json, Format::Rttm],
         || Ok(options.validate()?),
     )?;
-    let dir = job.model_dir(&args.model, &[SileroVad::FILE])?;
-    let vad = Vad::new(SileroVad::from_path(&dir, &job.device)?, options)?;
-    let media = job.describe()?;
-    let mut stream = job.audio()?;
-    let vad_started = Instant::now();
-    let out = vad
-        .detect_audio(&mut stream, false)
+    let builder = Analyzer::builder()
+        .tasks([Task::Vad])
+        .vad_model(&args.model)
+        .speech_options(options);
+    let analysis = job
+        .analyze(builder, quiet)
         .with_context(|| format!("{}: voice activity detection", args.job.input.display()))?;
     tracing::info!(
         "{}: {} speech regions in {:.1} s of audio",
         args.job.input.display(),
-        out.segments.len(),
-        out.duration()
+        analysis.speech.as_ref().map_or(0, Vec::len),
+        analysis.media.duration
     );
-    let mut analysis = Analysis {
-        media,
-        speech: Some(out.regions()),
-        ..Analysis::default()
-    };
-    analysis
-        .timings
-        .add("vad", vad_started.elapsed().as_secs_f64());
     job.finish(analysis)
 }
 

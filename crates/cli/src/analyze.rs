@@ -124,17 +124,7 @@ pub fn run(args: AnalyzeArgs, quiet: bool) -> Result<()> {
 
 /// One input, with a progress bar on a terminal.
 pub(crate) fn analyze_one(analyzer: &Analyzer, input: &Path, quiet: bool) -> Result<Analysis> {
-    let bar = ProgressBar::with_draw_target(
-        None,
-        if quiet || !std::io::stderr().is_terminal() {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        },
-    );
-    if let Ok(style) = ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} s ({eta})") {
-        bar.set_style(style);
-    }
+    let bar = progress_bar(quiet);
     let control = RunControl {
         progress: Some({
             let bar = bar.clone();
@@ -149,6 +139,23 @@ pub(crate) fn analyze_one(analyzer: &Analyzer, input: &Path, quiet: bool) -> Res
     let analysis = analyzer.analyze_with(input, &control);
     bar.finish_and_clear();
     Ok(analysis?)
+}
+
+/// A progress bar in media seconds on standard error, hidden when it is not a terminal
+/// or `quiet` is set.
+pub(crate) fn progress_bar(quiet: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        None,
+        if quiet || !std::io::stderr().is_terminal() {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        },
+    );
+    if let Ok(style) = ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} s ({eta})") {
+        bar.set_style(style);
+    }
+    bar
 }
 
 /// Writes `analysis`'s sidecar set for `input` into `dir`: every file is written into a

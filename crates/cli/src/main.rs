@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         Command::Models(args) => models::run(args),
         Command::Probe(args) => probe::run(args, cli.quiet),
         Command::Vad(args) => vad::run(args, cli.quiet),
-        Command::Shots(args) => shots::run(args),
+        Command::Shots(args) => shots::run(args, cli.quiet),
         Command::Diarize(args) => diarize::run(args, cli.quiet),
         Command::Transcribe(args) => transcribe::run(args, cli.quiet),
         Command::Analyze(args) => analyze::run(args, cli.quiet),

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use mica_core::document::{Analysis, MediaInfo, Timings};
 use mica_core::writers::{self, Format, WriterOptions};
-use mica_media::Tools;
+use mica_media::{FrameOptions, FrameSource, Tools};
 use mica_scenes::{ShotDetector, ShotList, ShotOptions, TransNetV2};
 
 use crate::job::{Job, JobArgs};
@@ -48,7 +48,7 @@ struct ShotsDocument<'a> {
 }
 
 /// Runs `mica shots`.
-pub fn run(args: ShotsArgs) -> Result<()> {
+pub fn run(args: ShotsArgs, quiet: bool) -> Result<()> {
     let options = ShotOptions {
         threshold: args.threshold,
         batch_windows: args.batch,
@@ -80,9 +80,22 @@ pub fn run(args: ShotsArgs) -> Result<()> {
     let dir = job.model_dir(&args.model, &[TransNetV2::FILE])?;
     let detector = ShotDetector::new(TransNetV2::from_path(&dir, &job.device)?, options)?;
     let shots_started = Instant::now();
-    let mut list = detector
-        .detect_path(input)
-        .with_context(|| format!("{}: shot detection", input.display()))?;
+    let bar = crate::analyze::progress_bar(quiet);
+    bar.set_length(media.duration.ceil() as u64);
+    bar.set_message("shots");
+    let frames = FrameOptions {
+        constant_rate: !args.vfr,
+        ..FrameOptions::new(48, 27)
+    };
+    let observer = |pts: f64| {
+        bar.set_position(pts as u64);
+        true
+    };
+    let detected = FrameSource::open(input, &frames)
+        .map_err(mica_scenes::ScenesError::from)
+        .and_then(|source| detector.detect_source_observed(source, input, &observer));
+    bar.finish_and_clear();
+    let mut list = detected.with_context(|| format!("{}: shot detection", input.display()))?;
     let mut timings = Timings::default();
     timings.add("shots", shots_started.elapsed().as_secs_f64());
     if let Some(dir) = &args.thumbnails {

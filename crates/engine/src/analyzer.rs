@@ -175,10 +175,8 @@ impl Analyzer {
                 .push("shots: samples have no pictures; shot detection did not run".into());
         }
         if self.wants_audio() {
-            let chunks = samples
-                .chunks(CHUNK_SAMPLES)
-                .map(|c| Ok::<_, Error>(c.to_vec()));
-            let audio = self.run_audio(chunks, duration, control, &mut analysis)?;
+            let chunks = samples.chunks(CHUNK_SAMPLES).map(Ok::<_, Error>);
+            let audio = self.run_audio(chunks, Some(samples), duration, control, &mut analysis)?;
             self.put_audio(audio, &mut analysis);
         }
         Ok(analysis)
@@ -222,7 +220,7 @@ impl Analyzer {
                     Ok(None) => None,
                     Err(e) => Some(Err(Error::from(e))),
                 });
-                let audio = self.run_audio(chunks, duration, control, &mut analysis);
+                let audio = self.run_audio(chunks, None, duration, control, &mut analysis);
                 let warnings = stream.warnings().iter().map(|w| format!("media: {w}"));
                 analysis.warnings.extend(warnings);
                 Some(audio)
@@ -267,10 +265,12 @@ impl Analyzer {
     }
 
     /// Voice activity and diarization over the chunks as they come, then Whisper over the
-    /// whole recording while the diarization finishes.
-    fn run_audio(
+    /// whole recording (`whole` when the caller holds it already, else the chunks kept)
+    /// while the diarization finishes.
+    fn run_audio<C: AsRef<[f32]>>(
         &self,
-        chunks: impl Iterator<Item = Result<Vec<f32>, Error>>,
+        chunks: impl Iterator<Item = Result<C, Error>>,
+        whole: Option<&[f32]>,
         duration: f64,
         control: &RunControl,
         analysis: &mut Analysis,
@@ -282,26 +282,27 @@ impl Analyzer {
         };
         let mut speech = Vec::new();
         let mut diarize = self.models.diarizer.as_ref().map(Diarizer::session);
-        let keep = self.models.transcriber.is_some();
+        let keep = self.models.transcriber.is_some() && whole.is_none();
         let mut samples: Vec<f32> = Vec::new();
         let mut total = 0u64;
         let (mut vad_seconds, mut diarize_seconds) = (0.0, 0.0);
         control.report(Stage::Decode, 0.0, duration)?;
         for chunk in chunks {
             let chunk = chunk?;
+            let chunk = chunk.as_ref();
             total += chunk.len() as u64;
             if let Some(stream) = &mut vad {
                 let t = Instant::now();
-                speech.extend(regions(stream.push(&chunk)?));
+                speech.extend(regions(stream.push(chunk)?));
                 vad_seconds += t.elapsed().as_secs_f64();
             }
             if let Some(session) = &mut diarize {
                 let t = Instant::now();
-                session.push(&chunk)?;
+                session.push(chunk)?;
                 diarize_seconds += t.elapsed().as_secs_f64();
             }
             if keep {
-                samples.extend_from_slice(&chunk);
+                samples.extend_from_slice(chunk);
             }
             let done = total as f64 / f64::from(mica_media::SAMPLE_RATE);
             control.report(Stage::Decode, done, duration)?;
@@ -327,7 +328,8 @@ impl Analyzer {
             let transcript = self.models.transcriber.as_ref().map(|t| {
                 let started = Instant::now();
                 let observer = |done: f64| control.report(Stage::Asr, done, seconds).is_ok();
-                let result = t.transcribe_observed(&samples, &self.transcribe, &observer);
+                let audio = whole.unwrap_or(&samples);
+                let result = t.transcribe_observed(audio, &self.transcribe, &observer);
                 (result, started.elapsed().as_secs_f64())
             });
             let diarized = diarized.map(|h| h.join().expect("the diarization thread panicked"));

@@ -162,7 +162,7 @@ impl Transcriber {
                 && l != "en"
             {
                 return Err(AsrError::Language(format!(
-                    "language {l:?} asked of an English-only checkpoint; use a multilingual one (e.g. base) or --language en"
+                    "language {l:?} asked of an English-only checkpoint; use a multilingual one (e.g. base) or set the language to en"
                 )));
             }
             if options.task == Task::Translate {

@@ -24,7 +24,7 @@ pub enum DeviceError {
     /// The device kind was not compiled into this build.
     #[error(
         "device {spec} requested but this build has no {feature} support: rebuild with \
-         `--features {feature}` or pick `--device cpu` (or `auto`)"
+         the cargo feature `{feature}`, or pick the device cpu (or auto)"
     )]
     NotCompiled {
         /// The device asked for.
@@ -35,7 +35,7 @@ pub enum DeviceError {
     /// The device kind is compiled in but the device could not be opened.
     #[error(
         "device {spec} is not available: {reason}; check the driver and the device index \
-         (`nvidia-smi`), or pick `--device cpu` (or `auto`)"
+         (`nvidia-smi`), or pick the device cpu (or auto)"
     )]
     Unavailable {
         /// The device asked for.
@@ -379,7 +379,7 @@ mod tests {
     fn cuda_without_feature_is_typed() {
         match DeviceSpec::Cuda(0).resolve() {
             Err(e @ DeviceError::NotCompiled { .. }) => {
-                assert!(e.to_string().contains("--features cuda"), "{e}");
+                assert!(e.to_string().contains("cargo feature `cuda`"), "{e}");
             }
             other => panic!("expected NotCompiled, got {other:?}"),
         }

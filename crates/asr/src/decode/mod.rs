@@ -421,7 +421,7 @@ pub fn detect_language(
 ) -> Result<Vec<Vec<(String, f64)>>, AsrError> {
     if !tokenizer.is_multilingual() {
         return Err(AsrError::Language(
-            "this checkpoint is English-only: it cannot detect languages (give --language en)"
+            "this checkpoint is English-only: it cannot detect languages (set the language to en)"
                 .into(),
         ));
     }

@@ -110,7 +110,12 @@ pub fn run(args: AnalyzeArgs, quiet: bool) -> Result<()> {
         match &args.out_dir {
             Some(dir) => {
                 let written = write_sidecars(&analysis, input, dir)?;
-                tracing::info!("{}: wrote {}", input.display(), written.join(", "));
+                tracing::info!(
+                    "{}: wrote {} into {}",
+                    input.display(),
+                    written.join(", "),
+                    dir.display()
+                );
             }
             None => {
                 let mut sink = crate::open_output(args.output.as_deref())?;

@@ -429,6 +429,12 @@ mod tests {
         (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
     }
 
+    /// The inputs are unseeded unit normals with unscaled logits (|q.k| reaches ~40 at
+    /// dh 64), and the two sides sum in different orders: f32 rounding of such logits
+    /// moves outputs of magnitude ~4 by a few 1e-5 on unlucky draws. A wrong index or a
+    /// missed key moves them by ~0.1 or more.
+    const TOL: f32 = 1e-4;
+
     #[test]
     fn step_matches_whole_tensor_attention() -> candle_core::Result<()> {
         let dev = Device::Cpu;
@@ -448,7 +454,7 @@ mod tests {
             .permute((0, 2, 1, 3))?
             .reshape((items * n, 1, heads * dh))?;
         let err = max_abs(&got, &want)?;
-        assert!(err < 1e-5, "max abs {err}");
+        assert!(err < TOL, "max abs {err}");
         Ok(())
     }
 
@@ -472,7 +478,7 @@ mod tests {
             let p = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
             let want = p.matmul(&v)?.transpose(1, 2)?.reshape((rows, 1, d))?;
             let err = max_abs(&got, &want)?;
-            assert!(err < 1e-5, "dh {dh}: max abs {err}");
+            assert!(err < TOL, "dh {dh}: max abs {err}");
         }
         Ok(())
     }
@@ -495,7 +501,7 @@ mod tests {
         let p = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
         let want = p.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         let err = max_abs(&got, &want)?;
-        assert!(err < 1e-5, "max abs {err}");
+        assert!(err < TOL, "max abs {err}");
         Ok(())
     }
 }

@@ -50,6 +50,6 @@ pub use clustering::Method;
 pub use embedding::{MelFrontEnd, SpeakerEncoder};
 pub use error::DiarizeError;
 pub use pipeline::{
-    Diarization, DiarizeOptions, Diarizer, MAX_BATCH, SPECTRAL_MAX_POINTS, Session,
+    Diarization, DiarizeOptions, DiarizedPart, Diarizer, MAX_BATCH, SPECTRAL_MAX_POINTS, Session,
 };
 pub use segmentation::Segmentation;

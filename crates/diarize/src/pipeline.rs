@@ -245,8 +245,15 @@ impl Diarizer {
 
     /// A streaming session: push samples as they come, then finish.
     pub fn session(&self) -> Session<'_> {
+        self.session_at(0)
+    }
+
+    /// A session over one part of a longer recording, starting at sample `offset` of it:
+    /// [`Session::finish_part`] keeps its windows unclustered for [`Diarizer::merge`].
+    pub fn session_at(&self, offset: u64) -> Session<'_> {
         Session {
             diarizer: self,
+            offset: offset as usize,
             step: self.options.step_samples(),
             buf: Vec::with_capacity(WINDOW_SAMPLES + SAMPLE_RATE),
             buf_start: 0,
@@ -257,6 +264,32 @@ impl Diarizer {
             last_end: 0,
             frame_map: mel_to_frame(),
         }
+    }
+
+    /// Clusters the windows of a recording's parts together (one speaker set across all
+    /// of them) and rebuilds the speaker turns in the recording's time base. Parts may
+    /// come in any order; they must not overlap.
+    pub fn merge(&self, parts: Vec<DiarizedPart>) -> Result<Diarization, DiarizeError> {
+        let mut parts = parts;
+        parts.sort_by_key(|p| p.start);
+        for pair in parts.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            if a.start + a.samples > b.start {
+                return Err(DiarizeError::Run(RunError::option(
+                    "diarization",
+                    format!(
+                        "diarized parts overlap: samples {}..{} and {}..{}",
+                        a.start,
+                        a.start + a.samples,
+                        b.start,
+                        b.start + b.samples
+                    ),
+                )));
+            }
+        }
+        let total = parts.last().map_or(0, |p| (p.start + p.samples) as usize);
+        let windows: Vec<WindowResult> = parts.into_iter().flat_map(|p| p.windows).collect();
+        Ok(conclude(windows, total, &self.options))
     }
 
     /// Diarizes 16 kHz mono samples.
@@ -278,7 +311,7 @@ impl Diarizer {
 }
 
 /// One local speaker's embedding in one window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct LocalEmbedding {
     vector: Vec<f32>,
     /// Enough single-speaker speech to take part in clustering.
@@ -286,10 +319,13 @@ struct LocalEmbedding {
 }
 
 /// What one window leaves behind.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct WindowResult {
-    /// First sample.
+    /// First sample (of the recording, once its part's offset is added).
     start: usize,
+    /// End of the audio the window saw: its own end, or the end of its part's samples
+    /// when it was zero-padded. Frames past it say nothing about the recording.
+    end: usize,
     /// Activations quantised to 0..=255, `[frames, LOCAL_SPEAKERS]`.
     probs: Vec<u8>,
     embeddings: [Option<LocalEmbedding>; LOCAL_SPEAKERS],
@@ -310,6 +346,8 @@ fn mel_to_frame() -> Vec<usize> {
 #[derive(Debug)]
 pub struct Session<'a> {
     diarizer: &'a Diarizer,
+    /// Where this session's first sample lies in the recording (a part's start).
+    offset: usize,
     step: usize,
     /// Samples from `buf_start` on.
     buf: Vec<f32>,
@@ -359,7 +397,16 @@ impl Session<'_> {
     }
 
     /// Runs what is left, clusters and returns the speaker turns.
-    pub fn finish(mut self) -> Result<Diarization, DiarizeError> {
+    pub fn finish(self) -> Result<Diarization, DiarizeError> {
+        let options = &self.diarizer.options;
+        let part = self.finish_part()?;
+        let total = (part.start + part.samples) as usize;
+        Ok(conclude(part.windows, total, options))
+    }
+
+    /// Runs what is left and returns the windows unclustered, for [`Diarizer::merge`] with
+    /// the recording's other parts.
+    pub fn finish_part(mut self) -> Result<DiarizedPart, DiarizeError> {
         // A last zero-padded window when the audio runs past the last full one (or is
         // shorter than one window).
         if self.total > 0 && (self.last_end == 0 || self.last_end < self.total) {
@@ -374,48 +421,17 @@ impl Session<'_> {
         if !self.pending_starts.is_empty() {
             self.run_batch()?;
         }
-        self.buf = Vec::new();
-        let opts = &self.diarizer.options;
-        let duration = self.total as f64 / SAMPLE_RATE as f64;
-        let (centroids, assignment) = cluster(&self.windows, opts);
-        let mut turns = reconstruct(
-            &self.windows,
-            &assignment,
-            centroids.len(),
-            self.total,
-            opts,
-        );
-        // Labels by first speech; drop clusters that never won a frame.
-        let mut order: Vec<usize> = Vec::new();
-        for t in &turns {
-            if !order.contains(&t.1) {
-                order.push(t.1);
-            }
+        let offset = self.offset;
+        let total = self.total;
+        let mut windows = std::mem::take(&mut self.windows);
+        for w in &mut windows {
+            w.end = (w.start + WINDOW_SAMPLES).min(total) + offset;
+            w.start += offset;
         }
-        let speakers: Vec<String> = (0..order.len())
-            .map(|i| format!("SPEAKER_{i:02}"))
-            .collect();
-        turns.sort_by(|a, b| a.0.start.total_cmp(&b.0.start).then(a.1.cmp(&b.1)));
-        let turns = turns
-            .into_iter()
-            .map(|(mut t, k)| {
-                let idx = order.iter().position(|&o| o == k).unwrap_or(0);
-                t.speaker = speakers[idx].clone();
-                t
-            })
-            .collect();
-        let centroids = order.iter().map(|&k| centroids[k].clone()).collect();
-        tracing::debug!(
-            "diarized {duration:.1} s: {} windows, {} speakers",
-            self.windows.len(),
-            speakers.len()
-        );
-        Ok(Diarization {
-            turns,
-            speakers,
-            centroids,
-            duration,
-            windows: self.windows.len(),
+        Ok(DiarizedPart {
+            start: offset as u64,
+            samples: total as u64,
+            windows,
         })
     }
 
@@ -526,6 +542,7 @@ impl Session<'_> {
             });
             self.windows.push(WindowResult {
                 start: *start,
+                end: *start + WINDOW_SAMPLES,
                 probs: p
                     .iter()
                     .map(|&x| (x.clamp(0.0, 1.0) * 255.0).round() as u8)
@@ -536,6 +553,64 @@ impl Session<'_> {
         self.pending.clear();
         self.pending_starts.clear();
         Ok(())
+    }
+}
+
+/// One part of a recording, segmented and embedded but not yet clustered: what a worker
+/// hands back for [`Diarizer::merge`]. About 4 KB per window (one window per
+/// [`DiarizeOptions::step`]); it serialises, so parts can run in other processes.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DiarizedPart {
+    /// The part's first sample in the recording.
+    pub start: u64,
+    /// Samples in the part.
+    pub samples: u64,
+    windows: Vec<WindowResult>,
+}
+
+impl DiarizedPart {
+    /// Windows that went through the networks.
+    pub fn windows(&self) -> usize {
+        self.windows.len()
+    }
+}
+
+/// Clusters the windows of a whole recording (`total` samples) and names the speakers.
+fn conclude(windows: Vec<WindowResult>, total: usize, opts: &DiarizeOptions) -> Diarization {
+    let duration = total as f64 / SAMPLE_RATE as f64;
+    let (centroids, assignment) = cluster(&windows, opts);
+    let mut turns = reconstruct(&windows, &assignment, centroids.len(), total, opts);
+    // Labels by first speech; drop clusters that never won a frame.
+    let mut order: Vec<usize> = Vec::new();
+    for t in &turns {
+        if !order.contains(&t.1) {
+            order.push(t.1);
+        }
+    }
+    let speakers: Vec<String> = (0..order.len())
+        .map(|i| format!("SPEAKER_{i:02}"))
+        .collect();
+    turns.sort_by(|a, b| a.0.start.total_cmp(&b.0.start).then(a.1.cmp(&b.1)));
+    let turns = turns
+        .into_iter()
+        .map(|(mut t, k)| {
+            let idx = order.iter().position(|&o| o == k).unwrap_or(0);
+            t.speaker = speakers[idx].clone();
+            t
+        })
+        .collect();
+    let centroids = order.iter().map(|&k| centroids[k].clone()).collect();
+    tracing::debug!(
+        "diarized {duration:.1} s: {} windows, {} speakers",
+        windows.len(),
+        speakers.len()
+    );
+    Diarization {
+        turns,
+        speakers,
+        centroids,
+        duration,
+        windows: windows.len(),
     }
 }
 
@@ -710,7 +785,8 @@ fn assign_window(sim: &[Option<Vec<f32>>], k: usize) -> [Option<usize>; LOCAL_SP
     out
 }
 
-/// Output frames (global, one per [`FRAME_STEP`] samples) whose centre lies in the audio.
+/// Output frames (one per [`FRAME_STEP`] samples) whose centre lies in the first `total`
+/// samples: of the recording, or of one window.
 fn global_frames(total: usize) -> usize {
     let half = RECEPTIVE_FIELD / 2;
     if total <= half {
@@ -783,14 +859,17 @@ fn reconstruct(
     };
 
     for (w, assign) in windows.iter().zip(assignment) {
-        let first = w.start / FRAME_STEP;
+        // Parts start anywhere; their windows go to the nearest whole frame.
+        let first = (w.start + FRAME_STEP / 2) / FRAME_STEP;
+        // Frames whose centre lies past the audio the window saw (a zero-padded tail).
+        let seen = global_frames(w.end - w.start).min(frames);
         // Frames before this window are complete.
         while base < first.min(frames_total) {
             let a = acc.pop_front().unwrap_or_else(|| empty.clone());
             finalize(base, &a, &mut open);
             base += 1;
         }
-        for i in 0..frames {
+        for i in 0..seen {
             let g = first + i;
             if g >= frames_total {
                 break;

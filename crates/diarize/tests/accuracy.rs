@@ -295,13 +295,18 @@ fn parts_merged_agree_with_the_whole() -> TestResult {
     assert!(d25 <= whole25 + 0.02, "DER {d25} in parts, {whole25} whole");
     // A part's windows survive a trip through JSON (parts may run in other processes).
     let json = serde_json::to_string(&parts[0])?;
-    assert_eq!(serde_json::from_str::<mica_diarize::DiarizedPart>(&json)?, parts[0]);
+    assert_eq!(
+        serde_json::from_str::<mica_diarize::DiarizedPart>(&json)?,
+        parts[0]
+    );
     // Overlapping parts are refused.
     let mut a = d.session_at(0);
     a.push(&m.samples[..cuts[0] + 16_000])?;
     let mut b = d.session_at(cuts[0] as u64);
     b.push(&m.samples[cuts[0]..])?;
-    let err = d.merge(vec![a.finish_part()?, b.finish_part()?]).unwrap_err();
+    let err = d
+        .merge(vec![a.finish_part()?, b.finish_part()?])
+        .unwrap_err();
     assert!(err.to_string().contains("overlap"), "{err}");
     Ok(())
 }

@@ -14,14 +14,17 @@ use mica_core::document::{Analysis, MediaInfo};
 use mica_diarize::{AttachOptions, Diarizer, attach_speakers};
 use mica_media::{AudioOptions, AudioStream, FrameOptions, FrameSource, Tools};
 use mica_scenes::{ShotDetector, ShotOptions};
-use mica_vad::{SampleRate, StreamOutput, Vad, VadEvent};
+use mica_vad::Vad;
 
 use crate::Error;
 use crate::builder::Task;
 use crate::control::{RunControl, Stage};
+use crate::parts::Schedule;
+use crate::stitch::stitch;
 
 /// The loaded models of the tasks asked for.
 pub(crate) struct Models {
+    /// Loaded for every audio task: the planner cuts parts in its pauses.
     pub(crate) vad: Option<Vad>,
     pub(crate) transcriber: Option<Transcriber>,
     pub(crate) diarizer: Option<Diarizer>,
@@ -70,10 +73,16 @@ impl<'a> From<&'a [f32]> for Input<'a> {
 /// Every model of the tasks asked for, loaded once. `Send + Sync`: share one through an
 /// `Arc` between threads or requests; each call keeps its own state.
 pub struct Analyzer {
-    models: Models,
+    pub(crate) models: Models,
     tasks: Vec<Task>,
-    transcribe: TranscribeOptions,
+    pub(crate) transcribe: TranscribeOptions,
     shot_options: ShotOptions,
+    /// Workers (0: one per CPU thread, or 2 on a GPU).
+    workers: usize,
+    /// Longest part (seconds).
+    part_seconds: f64,
+    /// The models run on the CPU.
+    cpu: bool,
 }
 
 impl std::fmt::Debug for Analyzer {
@@ -82,6 +91,15 @@ impl std::fmt::Debug for Analyzer {
             .field("tasks", &self.tasks)
             .finish_non_exhaustive()
     }
+}
+
+/// The options an analyzer keeps beside its models.
+pub(crate) struct Settings {
+    pub(crate) transcribe: TranscribeOptions,
+    pub(crate) shots: ShotOptions,
+    pub(crate) workers: usize,
+    pub(crate) part_seconds: f64,
+    pub(crate) cpu: bool,
 }
 
 /// The audio side's results.
@@ -99,17 +117,15 @@ impl Analyzer {
         crate::AnalyzerBuilder::default()
     }
 
-    pub(crate) fn new(
-        models: Models,
-        tasks: Vec<Task>,
-        transcribe: TranscribeOptions,
-        shot_options: ShotOptions,
-    ) -> Analyzer {
+    pub(crate) fn new(models: Models, tasks: Vec<Task>, settings: Settings) -> Analyzer {
         Analyzer {
             models,
             tasks,
-            transcribe,
-            shot_options,
+            transcribe: settings.transcribe,
+            shot_options: settings.shots,
+            workers: settings.workers,
+            part_seconds: settings.part_seconds,
+            cpu: settings.cpu,
         }
     }
 
@@ -147,7 +163,7 @@ impl Analyzer {
         Ok(analysis)
     }
 
-    fn wants(&self, task: Task) -> bool {
+    pub(crate) fn wants(&self, task: Task) -> bool {
         self.tasks.contains(&task)
     }
 
@@ -264,9 +280,35 @@ impl Analyzer {
         }
     }
 
-    /// Voice activity and diarization over the chunks as they come, then Whisper over the
-    /// whole recording (`whole` when the caller holds it already, else the chunks kept)
-    /// while the diarization finishes.
+    /// The split of a recording of `duration` seconds between the workers.
+    pub(crate) fn schedule(&self, duration: f64) -> Schedule {
+        let threads = mica_core::device::threads();
+        let workers = match self.workers {
+            0 if self.cpu => threads,
+            // A GPU runs one part at a time; a second worker prepares the next meanwhile.
+            0 => 2,
+            n => n,
+        };
+        // On a GPU the threads only feed it: each worker keeps them all.
+        let schedule = Schedule::new(
+            duration,
+            self.part_seconds,
+            MIN_PART_SECONDS,
+            workers,
+            threads,
+        );
+        if self.cpu {
+            schedule
+        } else {
+            Schedule {
+                threads,
+                ..schedule
+            }
+        }
+    }
+
+    /// Voice activity over the chunks as they come; the diarization's networks and Whisper
+    /// over each part on the workers; the parts joined, the speakers clustered once.
     fn run_audio<C: AsRef<[f32]>>(
         &self,
         chunks: impl Iterator<Item = Result<C, Error>>,
@@ -275,87 +317,41 @@ impl Analyzer {
         control: &RunControl,
         analysis: &mut Analysis,
     ) -> Result<AudioResults, Error> {
-        let decode_started = Instant::now();
-        let mut vad = match &self.models.vad {
-            Some(v) => Some(v.stream(SampleRate::Hz16000)?),
-            None => None,
-        };
-        let mut speech = Vec::new();
-        let mut diarize = self.models.diarizer.as_ref().map(Diarizer::session);
-        let keep = self.models.transcriber.is_some() && whole.is_none();
-        let mut samples: Vec<f32> = Vec::new();
-        let mut total = 0u64;
-        let (mut vad_seconds, mut diarize_seconds) = (0.0, 0.0);
-        control.report(Stage::Decode, 0.0, duration)?;
-        for chunk in chunks {
-            let chunk = chunk?;
-            let chunk = chunk.as_ref();
-            total += chunk.len() as u64;
-            if let Some(stream) = &mut vad {
-                let t = Instant::now();
-                speech.extend(regions(stream.push(chunk)?));
-                vad_seconds += t.elapsed().as_secs_f64();
-            }
-            if let Some(session) = &mut diarize {
-                let t = Instant::now();
-                session.push(chunk)?;
-                diarize_seconds += t.elapsed().as_secs_f64();
-            }
-            if keep {
-                samples.extend_from_slice(chunk);
-            }
-            let done = total as f64 / f64::from(mica_media::SAMPLE_RATE);
-            control.report(Stage::Decode, done, duration)?;
-        }
-        if let Some(stream) = &mut vad {
-            let t = Instant::now();
-            speech.extend(regions(stream.finish()?));
-            vad_seconds += t.elapsed().as_secs_f64();
-        }
-        let decode_seconds = decode_started.elapsed().as_secs_f64() - vad_seconds - diarize_seconds;
-        analysis.timings.add("decode", decode_seconds.max(0.0));
-        if vad.is_some() {
-            analysis.timings.add("vad", vad_seconds);
-        }
-        let seconds = total as f64 / f64::from(mica_media::SAMPLE_RATE);
-        let (transcript, turns) = std::thread::scope(|s| {
-            let diarized = diarize.map(|session| {
-                s.spawn(move || {
-                    let t = Instant::now();
-                    session.finish().map(|d| (d, t.elapsed().as_secs_f64()))
-                })
-            });
-            let transcript = self.models.transcriber.as_ref().map(|t| {
-                let started = Instant::now();
-                let observer = |done: f64| control.report(Stage::Asr, done, seconds).is_ok();
-                let audio = whole.unwrap_or(&samples);
-                let result = t.transcribe_observed(audio, &self.transcribe, &observer);
-                (result, started.elapsed().as_secs_f64())
-            });
-            let diarized = diarized.map(|h| h.join().expect("the diarization thread panicked"));
-            (transcript, diarized)
-        });
-        let transcript = match transcript {
-            Some((Err(mica_asr::AsrError::Cancelled), _)) => return Err(Error::Cancelled),
-            Some((result, asr_seconds)) => {
-                analysis.timings.add("asr", asr_seconds);
-                Some(result?)
-            }
-            None => None,
-        };
-        let turns = match turns {
-            Some(result) => {
-                let (d, finish_seconds) = result?;
+        let outcome = self.run_parts(chunks, whole, duration, control)?;
+        analysis.timings.add("decode", outcome.decode_seconds);
+        analysis.timings.add("vad", outcome.vad_seconds);
+        let mut parts = outcome.parts;
+        let seconds = outcome.samples as f64 / f64::from(mica_media::SAMPLE_RATE);
+        let transcript = match &self.models.transcriber {
+            Some(transcriber) => {
                 analysis
                     .timings
-                    .add("diarize", diarize_seconds + finish_seconds);
-                Some(d.turns)
+                    .add("asr", parts.iter().map(|p| p.asr_seconds).sum::<f64>());
+                if parts.is_empty() {
+                    // No samples: the transcript is what Whisper makes of nothing.
+                    Some(transcriber.transcribe(&[], &self.transcribe)?)
+                } else {
+                    let pieces = parts.iter_mut().filter_map(|p| p.take_transcript());
+                    Some(stitch(pieces.collect(), seconds))
+                }
+            }
+            None => None,
+        };
+        let turns = match &self.models.diarizer {
+            Some(diarizer) => {
+                let t = Instant::now();
+                let pieces = parts.iter_mut().filter_map(|p| p.diarized.take());
+                let diarization = diarizer.merge(pieces.collect())?;
+                let clustering = t.elapsed().as_secs_f64();
+                let networks = parts.iter().map(|p| p.diarize_seconds).sum::<f64>();
+                analysis.timings.add("diarize", networks + clustering);
+                Some(diarization.turns)
             }
             None => None,
         };
         Ok(AudioResults {
-            samples: total,
-            speech: vad.is_some().then_some(speech),
+            samples: outcome.samples,
+            speech: self.wants(Task::Vad).then_some(outcome.speech),
             transcript,
             turns,
         })
@@ -383,13 +379,9 @@ impl Analyzer {
     }
 }
 
+/// Shortest part the scheduler plans (seconds): shorter ones would cost more at their cuts
+/// (a Whisper window and diarization windows without context) than a worker gains.
+pub const MIN_PART_SECONDS: f64 = 30.0;
+
 /// Samples handed to the streaming models at a time when the input is samples (1 s).
 const CHUNK_SAMPLES: usize = 16_000;
-
-/// The finished speech regions among a stream output's events.
-fn regions(out: &StreamOutput) -> impl Iterator<Item = mica_core::time::TimeRange> + '_ {
-    out.events.iter().filter_map(|e| match e {
-        VadEvent::Segment(s) => Some(s.range()),
-        _ => None,
-    })
-}

@@ -11,7 +11,10 @@ use mica_scenes::{ShotDetector, ShotOptions, TransNetV2};
 use mica_vad::{SileroVad, SpeechOptions, Vad};
 
 use crate::Error;
-use crate::analyzer::{Analyzer, Models};
+use crate::analyzer::{Analyzer, MIN_PART_SECONDS, Models, Settings};
+
+/// Most workers an analyzer runs.
+const MAX_WORKERS: usize = 1024;
 
 /// One kind of analysis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -69,7 +72,13 @@ pub struct AnalyzerBuilder {
     speech: SpeechOptions,
     diarize: DiarizeOptions,
     shots: ShotOptions,
+    workers: usize,
+    part_seconds: f64,
 }
+
+/// Longest part by default (seconds): long enough that cuts are rare, short enough that
+/// the last part does not leave the other workers idle for long.
+pub const DEFAULT_PART_SECONDS: f64 = 300.0;
 
 impl Default for AnalyzerBuilder {
     fn default() -> AnalyzerBuilder {
@@ -90,6 +99,8 @@ impl Default for AnalyzerBuilder {
             speech: SpeechOptions::default(),
             diarize: DiarizeOptions::default(),
             shots: ShotOptions::default(),
+            workers: 0,
+            part_seconds: DEFAULT_PART_SECONDS,
         }
     }
 }
@@ -175,6 +186,21 @@ impl AnalyzerBuilder {
         self
     }
 
+    /// Parts worked on at once (default 0: one per CPU thread, each single-threaded, or 2
+    /// on a GPU). Fewer parts than workers leave the spare threads to the busy ones.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Longest part, in seconds (default [`DEFAULT_PART_SECONDS`], at least
+    /// [`crate::MIN_PART_SECONDS`]). A recording is cut in pauses into parts of about this
+    /// length, or shorter so every worker gets one.
+    pub fn part_seconds(mut self, seconds: f64) -> Self {
+        self.part_seconds = seconds;
+        self
+    }
+
     /// Checks every option, resolves the models (installing missing ones with the `fetch`
     /// feature) and loads each once onto the device.
     pub fn build(self) -> Result<Analyzer, Error> {
@@ -182,11 +208,24 @@ impl AnalyzerBuilder {
             return Err(Error::NoTasks);
         }
         let wants = |t: Task| self.tasks.contains(&t);
+        let audio = wants(Task::Vad) || wants(Task::Asr) || wants(Task::Diarize);
         // Every option is checked before any model is read.
+        if !(self.part_seconds.is_finite() && self.part_seconds >= MIN_PART_SECONDS) {
+            return Err(Error::Options(format!(
+                "the part length must be at least {MIN_PART_SECONDS} seconds, not {}",
+                self.part_seconds
+            )));
+        }
+        if self.workers > MAX_WORKERS {
+            return Err(Error::Options(format!(
+                "at most {MAX_WORKERS} workers, not {}",
+                self.workers
+            )));
+        }
         if wants(Task::Asr) {
             self.transcribe.validate()?;
         }
-        if wants(Task::Vad) {
+        if audio {
             self.speech.validate()?;
         }
         if wants(Task::Diarize) {
@@ -200,16 +239,16 @@ impl AnalyzerBuilder {
             None => self.device.resolve()?,
         };
         let dir = |spec: &str, files: &[&str]| ModelSpec::parse(spec)?.resolve(files);
-        // Silero serves both the VAD task and Whisper's VAD-batched mode.
-        let silero = if wants(Task::Vad) || (wants(Task::Asr) && self.transcribe.vad) {
+        // Silero serves the VAD task, the planner's cuts and Whisper's VAD-batched mode.
+        let silero = if audio {
             let path = dir(&self.vad_model, &[SileroVad::FILE])?;
             Some(SileroVad::from_path(path, &device)?)
         } else {
             None
         };
-        let vad = match (&silero, wants(Task::Vad)) {
-            (Some(model), true) => Some(Vad::new(Arc::clone(model), self.speech.clone())?),
-            _ => None,
+        let vad = match &silero {
+            Some(model) => Some(Vad::new(Arc::clone(model), self.speech.clone())?),
+            None => None,
         };
         let transcriber = if wants(Task::Asr) {
             let path = dir(
@@ -252,8 +291,13 @@ impl AnalyzerBuilder {
                 shots,
             },
             self.tasks,
-            self.transcribe,
-            self.shots,
+            Settings {
+                transcribe: self.transcribe,
+                shots: self.shots,
+                workers: self.workers,
+                part_seconds: self.part_seconds,
+                cpu: device.is_cpu(),
+            },
         ))
     }
 }

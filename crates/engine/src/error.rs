@@ -13,6 +13,9 @@ pub enum Error {
     /// A task name that is not one of the four.
     #[error("unknown task {0:?}; the tasks are vad, asr, diarize and shots")]
     UnknownTask(String),
+    /// An option out of its range (the message says which and why).
+    #[error("{0}")]
+    Options(String),
     /// The caller cancelled the analysis; nothing was returned.
     #[error("the analysis was cancelled")]
     Cancelled,
@@ -67,7 +70,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         use mica_models::ModelError;
         match self {
-            Error::NoTasks | Error::UnknownTask(_) => ErrorKind::Options,
+            Error::NoTasks | Error::UnknownTask(_) | Error::Options(_) => ErrorKind::Options,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::Io(_) | Error::Media(_) => ErrorKind::Media,
             Error::Device(_) => ErrorKind::Device,

@@ -22,9 +22,12 @@ mod analyzer;
 mod builder;
 mod control;
 mod error;
+mod parts;
+mod plan;
+mod stitch;
 
-pub use analyzer::{Analyzer, Input};
-pub use builder::{AnalyzerBuilder, Task};
+pub use analyzer::{Analyzer, Input, MIN_PART_SECONDS};
+pub use builder::{AnalyzerBuilder, DEFAULT_PART_SECONDS, Task};
 pub use control::{CancelToken, Progress, ProgressFn, RunControl, Stage};
 pub use error::Error;
 pub use mica_asr::{Precision, TranscribeOptions};

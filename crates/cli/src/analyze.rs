@@ -36,6 +36,13 @@ pub struct AnalyzeArgs {
     /// The exact number of speakers, when known.
     #[arg(long)]
     num_speakers: Option<usize>,
+    /// Parts worked on at once (0: one per CPU thread, each single-threaded; 2 on a GPU).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Longest part in seconds: the audio is cut in pauses into parts of about this
+    /// length (shorter when that gives every worker one), at least 30.
+    #[arg(long, default_value_t = mica::DEFAULT_PART_SECONDS)]
+    part_seconds: f64,
     /// Output format: json, srt, vtt, txt, rttm, csv or edl (csv and edl list shots).
     #[arg(long, default_value = "json")]
     format: Format,
@@ -100,6 +107,8 @@ pub fn run(args: AnalyzeArgs, quiet: bool) -> Result<()> {
         .precision(args.precision)
         .transcribe_options(transcribe)
         .diarize_options(diarize)
+        .workers(args.workers)
+        .part_seconds(args.part_seconds)
         .build()?;
     if let Some(dir) = &args.out_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -133,10 +142,27 @@ pub(crate) fn analyze_one(analyzer: &Analyzer, input: &Path, quiet: bool) -> Res
     let control = RunControl {
         progress: Some({
             let bar = bar.clone();
+            // Stages run side by side (decode, the workers' Whisper, shots): the bar shows
+            // the one furthest behind, the message each stage's share.
+            let stages = std::sync::Mutex::new(Vec::<(mica::Stage, f64)>::new());
             Arc::new(move |p: mica::Progress| {
-                bar.set_length(p.duration.max(p.media_seconds).ceil() as u64);
-                bar.set_position(p.media_seconds as u64);
-                bar.set_message(format!("{:?}", p.stage).to_lowercase());
+                let mut stages = stages.lock().unwrap_or_else(|e| e.into_inner());
+                match stages.iter_mut().find(|(s, _)| *s == p.stage) {
+                    Some(entry) => entry.1 = p.media_seconds,
+                    None => stages.push((p.stage, p.media_seconds)),
+                }
+                let behind = stages.iter().map(|s| s.1).fold(f64::INFINITY, f64::min);
+                let whole = p.duration.max(p.media_seconds).max(1e-9);
+                bar.set_length(whole.ceil() as u64);
+                bar.set_position(behind as u64);
+                let shares: Vec<String> = stages
+                    .iter()
+                    .map(|(s, done)| {
+                        let name = format!("{s:?}").to_lowercase();
+                        format!("{name} {:.0}%", (done / whole * 100.0).min(100.0))
+                    })
+                    .collect();
+                bar.set_message(shares.join(" "));
             })
         }),
         ..RunControl::default()
@@ -157,7 +183,7 @@ pub(crate) fn progress_bar(quiet: bool) -> ProgressBar {
             ProgressDrawTarget::stderr()
         },
     );
-    if let Ok(style) = ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} s ({eta})") {
+    if let Ok(style) = ProgressStyle::with_template("[{bar:40}] {pos}/{len} s ({eta}) {msg}") {
         bar.set_style(style);
     }
     bar

@@ -145,6 +145,10 @@ pub struct Analysis {
     /// Shot boundaries, when the `shots` task ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shots: Option<Shots>,
+    /// Where the audio was cut into parts for the workers (seconds, in order, back to
+    /// back); empty when the audio tasks did not run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<TimeRange>,
     /// How long each stage took.
     #[serde(default)]
     pub timings: Timings,

@@ -140,6 +140,7 @@ fn sample() -> Analysis {
                 shot(1798, 1873, NTSC),
             ],
         }),
+        parts: Vec::new(),
         timings: Timings {
             stages: BTreeMap::from([
                 ("asr".to_owned(), 3.25),

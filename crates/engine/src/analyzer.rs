@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use mica_asr::{TranscribeOptions, Transcriber};
 use mica_core::document::{Analysis, MediaInfo};
+use mica_core::time::TimeRange;
 use mica_diarize::{AttachOptions, Diarizer, attach_speakers};
 use mica_media::{AudioOptions, AudioStream, FrameOptions, FrameSource, Tools};
 use mica_scenes::{ShotDetector, ShotOptions};
@@ -321,7 +322,12 @@ impl Analyzer {
         analysis.timings.add("decode", outcome.decode_seconds);
         analysis.timings.add("vad", outcome.vad_seconds);
         let mut parts = outcome.parts;
-        let seconds = outcome.samples as f64 / f64::from(mica_media::SAMPLE_RATE);
+        let rate = f64::from(mica_media::SAMPLE_RATE);
+        let seconds = outcome.samples as f64 / rate;
+        analysis.parts = parts
+            .iter()
+            .map(|p| TimeRange::new(p.start as f64 / rate, (p.start + p.samples) as f64 / rate))
+            .collect();
         let transcript = match &self.models.transcriber {
             Some(transcriber) => {
                 analysis

@@ -199,7 +199,9 @@ impl Analyzer {
         let started = Instant::now();
         let vad = self.models.vad.as_ref().expect("audio tasks load the VAD");
         let mut stream = vad.stream(SampleRate::Hz16000)?;
-        let mut planner = Planner::new(schedule.target, (schedule.target as f64 * REACH) as u64);
+        let known = (duration > 0.0).then_some((duration * SAMPLE_RATE) as u64);
+        let reach = (schedule.target as f64 * REACH) as u64;
+        let mut planner = Planner::new(schedule.target, reach, known);
         let mut speech = Vec::new();
         let mut vad_seconds = 0.0;
         // The part being filled: its start, and (when decoding) its samples so far.
@@ -207,6 +209,8 @@ impl Analyzer {
         let mut buf: Vec<f32> = Vec::new();
         let mut total = 0u64;
         let mut index = 0usize;
+        // Time spent waiting for a free worker is backpressure, not decoding.
+        let mut waited = 0.0;
         let mut send = |start: u64, end: u64, buf: &mut Vec<f32>| -> Result<(), Error> {
             let samples = match whole {
                 Some(all) => Cow::Borrowed(&all[start as usize..end as usize]),
@@ -222,7 +226,10 @@ impl Analyzer {
             };
             index += 1;
             // Workers that failed keep draining the queue, so this never blocks for ever.
-            tx.send(part).map_err(|_| Error::Cancelled)
+            let t = Instant::now();
+            let sent = tx.send(part).map_err(|_| Error::Cancelled);
+            waited += t.elapsed().as_secs_f64();
+            sent
         };
         control.report(Stage::Decode, 0.0, duration)?;
         for chunk in chunks {
@@ -252,10 +259,12 @@ impl Analyzer {
         if total > part_start {
             send(part_start, total, &mut buf)?;
         }
+        drop(send);
+        let busy = started.elapsed().as_secs_f64() - vad_seconds - waited;
         Ok(Decoded {
             samples: total,
             speech,
-            decode_seconds: (started.elapsed().as_secs_f64() - vad_seconds).max(0.0),
+            decode_seconds: busy.max(0.0),
             vad_seconds,
         })
     }

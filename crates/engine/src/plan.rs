@@ -8,13 +8,19 @@ pub(crate) const VAD_WINDOW: u64 = 512;
 /// end-of-speech threshold for its default onset of 0.5).
 const PAUSE_BELOW: f32 = 0.35;
 
+/// Windows of pause (320 ms) that make a pause good enough to cut in wherever it lies in
+/// the reach: keeping parts near their target matters more than a longer pause.
+const GOOD_PAUSE: u64 = 10;
+
 /// Decides the cuts of one recording. Feed it every voice-activity probability in order;
 /// after each feed, [`Planner::next_cut`] gives the cuts that are now decided.
 ///
-/// Each part ends in the longest pause found within `reach` of `target` samples after the
-/// part's start (the one nearest the target among equals), cut in the pause's middle, so
-/// no word is split. Where the reach holds no pause at all (music, crosstalk), the cut goes
-/// to the window least likely to be speech.
+/// Each part ends in a pause within `reach` of `target` samples after the part's start,
+/// cut in the pause's middle, so no word is split: the pause nearest the target among
+/// those of at least [`GOOD_PAUSE`] windows (a breath between sentences), else the longest
+/// (a gap between words). Where the reach holds no pause at all (music, crosstalk), the
+/// cut goes to the window least likely to be speech. When the recording's length is known,
+/// a remainder that fits in one part within reach is not cut again (no short last part).
 #[derive(Debug, Clone)]
 pub(crate) struct Planner {
     target: u64,
@@ -24,11 +30,13 @@ pub(crate) struct Planner {
     /// Window index of `probs[0]`.
     first_window: u64,
     probs: Vec<f32>,
+    /// The recording's length in samples, when known.
+    total: Option<u64>,
 }
 
 impl Planner {
     /// Parts of about `target` samples, each cut within `reach` samples of it.
-    pub(crate) fn new(target: u64, reach: u64) -> Planner {
+    pub(crate) fn new(target: u64, reach: u64, total: Option<u64>) -> Planner {
         let reach = reach.min(target / 2);
         Planner {
             target,
@@ -36,6 +44,7 @@ impl Planner {
             start: 0,
             first_window: 0,
             probs: Vec::new(),
+            total,
         }
     }
 
@@ -55,7 +64,7 @@ impl Planner {
     pub(crate) fn next_cut(&mut self) -> Option<u64> {
         let seen = (self.first_window + self.probs.len() as u64) * VAD_WINDOW;
         let last = self.start + self.target + self.reach;
-        if seen < last {
+        if seen < last || self.total.is_some_and(|t| t <= last) {
             return None;
         }
         let from = (self.start + self.target - self.reach).div_ceil(VAD_WINDOW);
@@ -75,7 +84,8 @@ impl Planner {
         let prob = |w: u64| self.probs[(w - self.first_window) as usize];
         let target = self.start + self.target;
         let distance = |sample: u64| sample.abs_diff(target);
-        let mut best: Option<(u64, u64)> = None; // (length, middle sample)
+        // The pause to beat: (good, length, middle sample).
+        let mut best: Option<(bool, u64, u64)> = None;
         let mut run_start = None;
         for w in from..=to {
             let pause = w < to && prob(w) < PAUSE_BELOW;
@@ -83,20 +93,26 @@ impl Planner {
                 (true, None) => run_start = Some(w),
                 (false, Some(s)) => {
                     let len = w - s;
+                    let good = len >= GOOD_PAUSE;
                     let middle = (s + w) * VAD_WINDOW / 2;
                     let better = match best {
                         None => true,
-                        Some((l, m)) => len > l || (len == l && distance(middle) < distance(m)),
+                        Some((g, _, m)) if good && g => distance(middle) < distance(m),
+                        Some((g, l, m)) => {
+                            (good && !g)
+                                || (!good && !g)
+                                    && (len > l || (len == l && distance(middle) < distance(m)))
+                        }
                     };
                     if better {
-                        best = Some((len, middle));
+                        best = Some((good, len, middle));
                     }
                     run_start = None;
                 }
                 _ => {}
             }
         }
-        if let Some((_, middle)) = best {
+        if let Some((_, _, middle)) = best {
             return middle;
         }
         let quietest = (from..to)
@@ -125,7 +141,7 @@ mod tests {
 
     /// Every cut the planner makes when fed `p` in pieces of `piece` windows.
     fn cuts(p: &[f32], target: u64, reach: u64, piece: usize) -> Vec<u64> {
-        let mut planner = Planner::new(target, reach);
+        let mut planner = Planner::new(target, reach, None);
         let mut out = Vec::new();
         for (i, chunk) in p.chunks(piece).enumerate() {
             planner.push((i * piece) as u64, chunk);
@@ -146,6 +162,35 @@ mod tests {
         // However the probabilities arrive, the cuts are the same.
         assert_eq!(cuts(&p, 100 * VAD_WINDOW, 20 * VAD_WINDOW, 1), got);
         assert_eq!(cuts(&p, 100 * VAD_WINDOW, 20 * VAD_WINDOW, 400), got);
+    }
+
+    #[test]
+    fn a_good_pause_near_the_target_beats_a_longer_one_further() {
+        let p = probs(300, &[(84, 114), (101, 111)]);
+        // 84..114 holds 101..111: make them two pauses with speech between.
+        let mut p = p;
+        p[100] = 0.9;
+        p[111] = 0.9;
+        // Pauses 84..100 (16 windows) and 101..111 (10): the second is nearer the target.
+        assert_eq!(
+            cuts(&p, 100 * VAD_WINDOW, 20 * VAD_WINDOW, 5)[0],
+            106 * VAD_WINDOW
+        );
+    }
+
+    #[test]
+    fn a_known_end_leaves_no_short_last_part() {
+        // A pause every 10 windows, target 100, reach 20. With the end known at 210
+        // windows, the ~110 left after the first cut fit in one part within reach, so
+        // there is no second cut; without the end, a second cut near 200 leaves a tail.
+        let pauses: Vec<(usize, usize)> = (0..25).map(|i| (i * 10, i * 10 + 1)).collect();
+        let p = probs(260, &pauses);
+        let mut planner = Planner::new(100 * VAD_WINDOW, 20 * VAD_WINDOW, Some(210 * VAD_WINDOW));
+        planner.push(0, &p);
+        let first = planner.next_cut().expect("a first cut");
+        assert!(first.abs_diff(100 * VAD_WINDOW) <= 20 * VAD_WINDOW);
+        assert_eq!(planner.next_cut(), None);
+        assert_eq!(cuts(&p, 100 * VAD_WINDOW, 20 * VAD_WINDOW, 7).len(), 2);
     }
 
     #[test]
@@ -203,7 +248,7 @@ mod tests {
         );
         // Windows 100..104 missing between two pauses: they are not taken as a pause,
         // so the longer pause seen wins.
-        let mut planner = Planner::new(100 * VAD_WINDOW, 20 * VAD_WINDOW);
+        let mut planner = Planner::new(100 * VAD_WINDOW, 20 * VAD_WINDOW, None);
         planner.push(0, &probs(100, &[(96, 100)]));
         planner.push(104, &probs(100, &[(0, 3)])[..]);
         assert_eq!(planner.next_cut(), Some(98 * VAD_WINDOW));

@@ -681,6 +681,17 @@ impl Whisper {
         features: &Tensor,
         tokens: &[u32],
     ) -> Result<Tensor, AsrError> {
+        Ok(self.alignment_pass(features, tokens)?.1)
+    }
+
+    /// One pass of the decoder over `tokens` of ONE item giving both what word timing
+    /// needs: the f32 logits of every position `[T, vocab]` and the alignment heads'
+    /// cross-attention `[n_alignment_heads, T, 1500]` ([`Self::alignment_attention`]).
+    pub fn alignment_pass(
+        &self,
+        features: &Tensor,
+        tokens: &[u32],
+    ) -> Result<(Tensor, Tensor), AsrError> {
         if features.dim(0)? != 1 {
             return Err(RunError::InputShape {
                 what: "alignment features",
@@ -700,7 +711,7 @@ impl Whisper {
         let mut state = self.decoder_state(features, 1)?;
         let t = Tensor::from_slice(tokens, (1, tokens.len()), &self.device)?;
         let mut captured = Vec::new();
-        self.decode_inner(&mut state, &t, false, Some(&mut captured))?;
+        let logits = self.decode_inner(&mut state, &t, true, Some(&mut captured))?;
         let mut rows = Vec::new();
         for (w, (_, heads)) in captured.iter().zip(&self.align) {
             // w: [1, H, T, 1500]
@@ -708,7 +719,8 @@ impl Whisper {
                 rows.push(w.i((0, h))?);
             }
         }
-        Ok(Tensor::stack(&rows, 0)?.to_dtype(DType::F32)?)
+        let attention = Tensor::stack(&rows, 0)?.to_dtype(DType::F32)?;
+        Ok((logits.i(0)?, attention))
     }
 
     fn decode_inner(

@@ -4,7 +4,7 @@
 //! of width 7 over time, mean of heads, DTW, words cut at token boundaries, punctuation
 //! merged into neighbours, long first / last words clipped).
 
-use candle_core::{D, IndexOp, Tensor};
+use candle_core::{D, Tensor};
 use mica_core::document::Word;
 
 use crate::AsrError;
@@ -165,20 +165,16 @@ impl WordAligner<'_> {
         tokens.push(s.eot);
         let n = text_tokens.len();
 
-        // Token probabilities from one full pass (text tokens only, over text vocabulary).
-        let mut state = self.model.decoder_state(features, 1)?;
-        let t = Tensor::from_slice(&tokens, (1, tokens.len()), self.model.device())?;
-        let logits = self.model.decode(&mut state, &t, true)?;
+        // One decoder pass: the token probabilities (text tokens only, over the text
+        // vocabulary) and the alignment heads' attention over the window's frames.
+        let (logits, att) = self.model.alignment_pass(features, &tokens)?;
         let sampled = logits
-            .i(0)?
             .narrow(0, sot_seq.len(), n)?
             .narrow(1, 0, s.eot as usize)?;
         let log_probs = candle_nn::ops::log_softmax(&sampled, D::Minus1)?;
         let idx = Tensor::from_slice(text_tokens, (n, 1), self.model.device())?;
         let probs: Vec<f32> = log_probs.gather(&idx, 1)?.exp()?.flatten_all()?.to_vec1()?;
 
-        // Alignment-head attention over the window's frames, renormalised.
-        let att = self.model.alignment_attention(features, &tokens)?;
         let (heads, rows, _) = att.dims3()?;
         let frames = (num_frames / 2).max(1).min(att.dim(2)?);
         let att: Vec<f32> = att.narrow(2, 0, frames)?.flatten_all()?.to_vec1()?;

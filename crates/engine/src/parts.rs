@@ -158,18 +158,24 @@ impl Analyzer {
                 abort.store(true, Ordering::Relaxed);
             }
             let mut parts = Vec::new();
-            let mut failure = None;
+            let mut errors = Vec::new();
             for h in handles {
                 match h.join().expect("an analysis worker panicked") {
                     Ok(done) => parts.extend(done),
-                    // The first error is the cause; the others are its echo (cancelled).
-                    Err(e) => {
-                        failure.get_or_insert(e);
-                    }
+                    Err(e) => errors.push(e),
                 }
             }
+            // One failure stops every side; the others then report `Cancelled`, an echo.
+            // The cause is the error that is not one (or `Cancelled` when the caller asked).
+            let decoded = match decoded {
+                Err(e) if !matches!(e, Error::Cancelled) => return Err(e),
+                other => other,
+            };
+            if let Some(i) = errors.iter().position(|e| !matches!(e, Error::Cancelled)) {
+                return Err(errors.swap_remove(i));
+            }
             let decoded = decoded?;
-            if let Some(e) = failure {
+            if let Some(e) = errors.pop() {
                 return Err(e);
             }
             parts.sort_by_key(|p| p.index);

@@ -2,6 +2,7 @@
 //! Analyzer, loaded once for all of them), to standard output, a file, or a sidecar set per
 //! input in a directory.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,24 +19,8 @@ pub struct AnalyzeArgs {
     /// The media files (any container and codec symphonia or ffmpeg reads).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
-    /// Tasks, comma separated: vad, asr, diarize, shots.
-    #[arg(long, value_delimiter = ',', default_value = "vad,asr,diarize")]
-    tasks: Vec<String>,
-    /// Whisper model: a name (tiny.en, base), a directory, or hf:owner/repo.
-    #[arg(long, default_value = "tiny.en")]
-    model: String,
-    /// Whisper weights precision: f32, f16, bf16, q8 or q4k.
-    #[arg(long, default_value = "f32")]
-    precision: Precision,
-    /// Spoken language code (en, es, ...), or auto to detect it.
-    #[arg(long, default_value = "auto")]
-    language: String,
-    /// Beams at temperature 0 (1 = greedy).
-    #[arg(long, default_value_t = 5)]
-    beam_size: usize,
-    /// The exact number of speakers, when known.
-    #[arg(long)]
-    num_speakers: Option<usize>,
+    #[command(flatten)]
+    models: ModelArgs,
     /// Parts worked on at once (0: one per CPU thread, each single-threaded; 2 on a GPU).
     #[arg(long, default_value_t = 0)]
     workers: usize,
@@ -57,6 +42,100 @@ pub struct AnalyzeArgs {
     compute: crate::ComputeArgs,
 }
 
+/// What to analyse and with which models: `analyze` and `plan` take these, and a plan
+/// keeps them for its parts.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Tasks, comma separated: vad, asr, diarize, shots.
+    #[arg(long, value_delimiter = ',', default_value = "vad,asr,diarize")]
+    tasks: Vec<String>,
+    /// Whisper model: a name (tiny.en, base), a directory, or hf:owner/repo.
+    #[arg(long, default_value = "tiny.en")]
+    model: String,
+    /// Whisper weights precision: f32, f16, bf16, q8 or q4k.
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
+    /// Spoken language code (en, es, ...), or auto to detect it.
+    #[arg(long, default_value = "auto")]
+    language: String,
+    /// Beams at temperature 0 (1 = greedy).
+    #[arg(long, default_value_t = 5)]
+    beam_size: usize,
+    /// The exact number of speakers, when known.
+    #[arg(long)]
+    num_speakers: Option<usize>,
+}
+
+impl ModelArgs {
+    /// The tasks named.
+    pub fn tasks(&self) -> Result<Vec<Task>> {
+        Ok(self
+            .tasks
+            .iter()
+            .map(|t| t.parse::<Task>())
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// An analyzer builder with these tasks, models and options.
+    pub fn builder(&self) -> Result<mica::AnalyzerBuilder> {
+        let transcribe = TranscribeOptions {
+            language: (self.language != "auto").then(|| self.language.clone()),
+            word_timestamps: true,
+            decode: mica_asr::DecodeOptions {
+                beam_size: self.beam_size,
+                ..mica_asr::DecodeOptions::default()
+            },
+            ..TranscribeOptions::default()
+        };
+        let diarize = DiarizeOptions {
+            num_speakers: self.num_speakers,
+            ..DiarizeOptions::default()
+        };
+        Ok(Analyzer::builder()
+            .tasks(self.tasks()?)
+            .asr_model(&self.model)
+            .precision(self.precision)
+            .transcribe_options(transcribe)
+            .diarize_options(diarize))
+    }
+
+    /// These options as a plan keeps them.
+    pub fn to_settings(&self) -> BTreeMap<String, String> {
+        let mut s = BTreeMap::new();
+        s.insert("tasks".into(), self.tasks.join(","));
+        s.insert("model".into(), self.model.clone());
+        s.insert("precision".into(), self.precision.to_string());
+        s.insert("language".into(), self.language.clone());
+        s.insert("beam_size".into(), self.beam_size.to_string());
+        if let Some(n) = self.num_speakers {
+            s.insert("num_speakers".into(), n.to_string());
+        }
+        s
+    }
+
+    /// The options a plan kept.
+    pub fn from_settings(s: &BTreeMap<String, String>) -> Result<ModelArgs> {
+        let get = |k: &str| {
+            s.get(k)
+                .cloned()
+                .with_context(|| format!("the plan has no {k} setting"))
+        };
+        Ok(ModelArgs {
+            tasks: get("tasks")?.split(',').map(str::to_string).collect(),
+            model: get("model")?,
+            precision: get("precision")?
+                .parse()
+                .map_err(|e| anyhow::anyhow!("the plan's precision: {e}"))?,
+            language: get("language")?,
+            beam_size: get("beam_size")?.parse().context("the plan's beam size")?,
+            num_speakers: match s.get("num_speakers") {
+                Some(n) => Some(n.parse().context("the plan's speaker count")?),
+                None => None,
+            },
+        })
+    }
+}
+
 /// Runs `mica analyze`.
 pub fn run(args: AnalyzeArgs, quiet: bool) -> Result<()> {
     // Every argument is checked before any model is loaded or media opened.
@@ -67,11 +146,7 @@ pub fn run(args: AnalyzeArgs, quiet: bool) -> Result<()> {
             args.inputs.len()
         );
     }
-    let tasks = args
-        .tasks
-        .iter()
-        .map(|t| t.parse::<Task>())
-        .collect::<Result<Vec<_>, _>>()?;
+    let tasks = args.models.tasks()?;
     let needs: &[Task] = match args.format {
         Format::Srt | Format::Vtt | Format::Txt => &[Task::Asr],
         Format::Rttm => &[Task::Diarize, Task::Vad],
@@ -86,27 +161,11 @@ pub fn run(args: AnalyzeArgs, quiet: bool) -> Result<()> {
             names.join(" or ")
         );
     }
-    let transcribe = TranscribeOptions {
-        language: (args.language != "auto").then(|| args.language.clone()),
-        word_timestamps: true,
-        decode: mica_asr::DecodeOptions {
-            beam_size: args.beam_size,
-            ..mica_asr::DecodeOptions::default()
-        },
-        ..TranscribeOptions::default()
-    };
-    let diarize = DiarizeOptions {
-        num_speakers: args.num_speakers,
-        ..DiarizeOptions::default()
-    };
     let device = args.compute.apply()?;
-    let analyzer = Analyzer::builder()
-        .tasks(tasks)
+    let analyzer = args
+        .models
+        .builder()?
         .on_device(device)
-        .asr_model(&args.model)
-        .precision(args.precision)
-        .transcribe_options(transcribe)
-        .diarize_options(diarize)
         .workers(args.workers)
         .part_seconds(args.part_seconds)
         .build()?;
@@ -139,7 +198,15 @@ pub fn run(args: AnalyzeArgs, quiet: bool) -> Result<()> {
 /// One input, with a progress bar on a terminal.
 pub(crate) fn analyze_one(analyzer: &Analyzer, input: &Path, quiet: bool) -> Result<Analysis> {
     let bar = progress_bar(quiet);
-    let control = RunControl {
+    let control = bar_control(&bar);
+    let analysis = analyzer.analyze_with(input, &control);
+    bar.finish_and_clear();
+    Ok(analysis?)
+}
+
+/// A run control that moves `bar`.
+pub(crate) fn bar_control(bar: &ProgressBar) -> RunControl {
+    RunControl {
         progress: Some({
             let bar = bar.clone();
             // Stages run side by side (decode, the workers' Whisper, shots): the bar shows
@@ -166,10 +233,7 @@ pub(crate) fn analyze_one(analyzer: &Analyzer, input: &Path, quiet: bool) -> Res
             })
         }),
         ..RunControl::default()
-    };
-    let analysis = analyzer.analyze_with(input, &control);
-    bar.finish_and_clear();
-    Ok(analysis?)
+    }
 }
 
 /// A progress bar in media seconds on standard error, hidden when it is not a terminal

@@ -3,6 +3,7 @@
 
 mod analyze;
 mod diarize;
+mod fanout;
 mod job;
 mod models;
 mod probe;
@@ -42,6 +43,12 @@ enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Speech to text with Whisper (tiny.en, base, any Hugging Face Whisper checkpoint).
     Transcribe(transcribe::TranscribeArgs),
+    /// Cut one input into parts for `run-part` elsewhere (writes plan.json).
+    Plan(fanout::PlanArgs),
+    /// Analyse one part of a plan (writes its result for `merge`).
+    RunPart(fanout::RunPartArgs),
+    /// Join every part's result of a plan into the analysis document.
+    Merge(fanout::MergeArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +65,9 @@ fn main() -> ExitCode {
         Command::Diarize(args) => diarize::run(args, cli.quiet),
         Command::Transcribe(args) => transcribe::run(args, cli.quiet),
         Command::Analyze(args) => analyze::run(args, cli.quiet),
+        Command::Plan(args) => fanout::plan(args),
+        Command::RunPart(args) => fanout::run_part(args, cli.quiet),
+        Command::Merge(args) => fanout::merge(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

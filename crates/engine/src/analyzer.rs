@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use mica_asr::{TranscribeOptions, Transcriber};
-use mica_core::document::{Analysis, MediaInfo};
+use mica_core::document::{Analysis, MediaInfo, SpeechRegions};
 use mica_core::time::TimeRange;
 use mica_diarize::{AttachOptions, Diarizer, attach_speakers};
 use mica_media::{AudioOptions, AudioStream, FrameOptions, FrameSource, Tools};
@@ -20,6 +20,7 @@ use mica_vad::Vad;
 use crate::Error;
 use crate::builder::Task;
 use crate::control::{RunControl, Stage};
+use crate::fanout::PartResult;
 use crate::parts::Schedule;
 use crate::stitch::stitch;
 
@@ -105,7 +106,7 @@ pub(crate) struct Settings {
 
 /// The audio side's results.
 #[derive(Default)]
-struct AudioResults {
+pub(crate) struct AudioResults {
     samples: u64,
     speech: Option<mica_core::document::SpeechRegions>,
     transcript: Option<mica_core::document::Transcript>,
@@ -168,7 +169,7 @@ impl Analyzer {
         self.tasks.contains(&task)
     }
 
-    fn wants_audio(&self) -> bool {
+    pub(crate) fn wants_audio(&self) -> bool {
         self.wants(Task::Vad) || self.wants(Task::Asr) || self.wants(Task::Diarize)
     }
 
@@ -262,7 +263,7 @@ impl Analyzer {
     }
 
     /// Shot detection over the video frames, reporting each frame and stopping on cancel.
-    fn detect_shots(
+    pub(crate) fn detect_shots(
         &self,
         path: &Path,
         duration: f64,
@@ -321,9 +322,22 @@ impl Analyzer {
         let outcome = self.run_parts(chunks, whole, duration, control)?;
         analysis.timings.add("decode", outcome.decode_seconds);
         analysis.timings.add("vad", outcome.vad_seconds);
-        let mut parts = outcome.parts;
+        self.join_parts(outcome.parts, outcome.samples, outcome.speech, analysis)
+    }
+
+    /// The parts' results joined into the recording's (`samples` long): transcripts
+    /// stitched, speakers clustered once over every part; the cuts and the stage times
+    /// into `analysis`.
+    pub(crate) fn join_parts(
+        &self,
+        mut parts: Vec<PartResult>,
+        samples: u64,
+        speech: SpeechRegions,
+        analysis: &mut Analysis,
+    ) -> Result<AudioResults, Error> {
+        parts.sort_by_key(|p| p.index);
         let rate = f64::from(mica_media::SAMPLE_RATE);
-        let seconds = outcome.samples as f64 / rate;
+        let seconds = samples as f64 / rate;
         analysis.parts = parts
             .iter()
             .map(|p| TimeRange::new(p.start as f64 / rate, (p.start + p.samples) as f64 / rate))
@@ -356,15 +370,15 @@ impl Analyzer {
             None => None,
         };
         Ok(AudioResults {
-            samples: outcome.samples,
-            speech: self.wants(Task::Vad).then_some(outcome.speech),
+            samples,
+            speech: self.wants(Task::Vad).then_some(speech),
             transcript,
             turns,
         })
     }
 
     /// The audio results into the document, speakers attached to words and segments.
-    fn put_audio(&self, audio: AudioResults, analysis: &mut Analysis) {
+    pub(crate) fn put_audio(&self, audio: AudioResults, analysis: &mut Analysis) {
         let AudioResults {
             samples,
             speech,

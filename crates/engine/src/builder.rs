@@ -17,7 +17,10 @@ use crate::analyzer::{Analyzer, MIN_PART_SECONDS, Models, Settings};
 const MAX_WORKERS: usize = 1024;
 
 /// One kind of analysis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Task {
     /// Where speech is (Silero VAD).
     Vad,

@@ -16,6 +16,10 @@ pub enum Error {
     /// An option out of its range (the message says which and why).
     #[error("{0}")]
     Options(String),
+    /// A plan and its parts do not fit together (a missing or duplicate part, another
+    /// plan's part, different tasks, an input changed since it was planned).
+    #[error("{0}")]
+    Plan(String),
     /// The caller cancelled the analysis; nothing was returned.
     #[error("the analysis was cancelled")]
     Cancelled,
@@ -73,6 +77,7 @@ impl Error {
             Error::NoTasks | Error::UnknownTask(_) | Error::Options(_) => ErrorKind::Options,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::Io(_) | Error::Media(_) => ErrorKind::Media,
+            Error::Plan(_) => ErrorKind::Input,
             Error::Device(_) => ErrorKind::Device,
             Error::Model(e)
                 if matches!(

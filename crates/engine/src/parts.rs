@@ -7,18 +7,18 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use mica_core::document::{SpeechRegions, Transcript};
+use mica_core::document::SpeechRegions;
 use mica_core::time::TimeRange;
-use mica_diarize::DiarizedPart;
 use mica_vad::{SampleRate, VadEvent};
 
 use crate::Error;
 use crate::analyzer::Analyzer;
 use crate::control::{RunControl, Stage};
+use crate::fanout::PartResult;
 use crate::plan::Planner;
 use crate::stitch::PartTranscript;
 
@@ -29,22 +29,12 @@ const SAMPLE_RATE: f64 = mica_media::SAMPLE_RATE as f64;
 const REACH: f64 = 0.2;
 
 /// One part of the recording, on its way to a worker.
-struct Part<'a> {
-    index: usize,
-    /// First sample, in the recording.
-    start: u64,
-    samples: Cow<'a, [f32]>,
-}
-
-/// What a worker made of one part.
-pub(crate) struct PartOutput {
+pub(crate) struct Part<'a> {
     pub(crate) index: usize,
+    /// First sample, in the recording.
     pub(crate) start: u64,
-    pub(crate) samples: u64,
-    pub(crate) transcript: Option<Transcript>,
-    pub(crate) diarized: Option<DiarizedPart>,
-    pub(crate) asr_seconds: f64,
-    pub(crate) diarize_seconds: f64,
+    /// Its samples (none when only the cuts are wanted).
+    pub(crate) samples: Cow<'a, [f32]>,
 }
 
 /// How the recording is split and worked on.
@@ -88,24 +78,24 @@ impl Schedule {
 }
 
 /// What the decode side gathered beside the parts.
-struct Decoded {
-    samples: u64,
-    speech: Vec<TimeRange>,
-    decode_seconds: f64,
-    vad_seconds: f64,
+pub(crate) struct Decoded {
+    pub(crate) samples: u64,
+    pub(crate) speech: Vec<TimeRange>,
+    pub(crate) decode_seconds: f64,
+    pub(crate) vad_seconds: f64,
 }
 
 /// Progress of Whisper over all parts: seconds of finished parts plus each running one's.
-struct AsrProgress {
-    finished: f64,
-    running: Vec<f64>,
+pub(crate) struct AsrProgress {
+    pub(crate) finished: f64,
+    pub(crate) running: Vec<f64>,
 }
 
 /// Everything the audio tasks made of the recording.
 pub(crate) struct AudioOutcome {
     pub(crate) samples: u64,
     pub(crate) speech: SpeechRegions,
-    pub(crate) parts: Vec<PartOutput>,
+    pub(crate) parts: Vec<PartResult>,
     pub(crate) decode_seconds: f64,
     pub(crate) vad_seconds: f64,
 }
@@ -113,10 +103,10 @@ pub(crate) struct AudioOutcome {
 impl Analyzer {
     /// Decodes `chunks` once (or reads `whole` in place when the caller holds every
     /// sample), cutting parts for the worker pool as the voice activity finds pauses.
-    pub(crate) fn run_parts<C: AsRef<[f32]>>(
+    pub(crate) fn run_parts<'w, C: AsRef<[f32]>>(
         &self,
         chunks: impl Iterator<Item = Result<C, Error>>,
-        whole: Option<&[f32]>,
+        whole: Option<&'w [f32]>,
         duration: f64,
         control: &RunControl,
     ) -> Result<AudioOutcome, Error> {
@@ -127,7 +117,7 @@ impl Analyzer {
             schedule.workers,
             schedule.threads
         );
-        let (tx, rx) = sync_channel::<Part<'_>>(schedule.workers);
+        let (tx, rx) = sync_channel::<Part<'w>>(schedule.workers);
         let rx = Mutex::new(rx);
         let abort = AtomicBool::new(false);
         let progress = Mutex::new(AsrProgress {
@@ -153,7 +143,12 @@ impl Analyzer {
                     })
                 })
                 .collect();
-            let decoded = self.feed(chunks, whole, &schedule, tx, &abort, duration, control);
+            // Workers that failed keep draining the queue, so a send never blocks for ever.
+            let mut sink = |part: Part<'w>| tx.send(part).map_err(|_| Error::Cancelled);
+            let decoded = self.feed(
+                chunks, whole, true, &schedule, &mut sink, &abort, duration, control,
+            );
+            drop(tx);
             if decoded.is_err() {
                 abort.store(true, Ordering::Relaxed);
             }
@@ -190,14 +185,16 @@ impl Analyzer {
     }
 
     /// The decode side: every chunk through the voice activity and the planner; each part,
-    /// once cut, into the queue (which blocks while the workers are busy).
+    /// once cut, to `sink` (the workers' queue, which blocks while they are busy). Parts carry
+    /// their samples when `keep` is set (read in place from `whole` when given).
     #[allow(clippy::too_many_arguments)]
-    fn feed<'w, C: AsRef<[f32]>>(
+    pub(crate) fn feed<'w, C: AsRef<[f32]>>(
         &self,
         chunks: impl Iterator<Item = Result<C, Error>>,
         whole: Option<&'w [f32]>,
+        keep: bool,
         schedule: &Schedule,
-        tx: SyncSender<Part<'w>>,
+        sink: &mut dyn FnMut(Part<'w>) -> Result<(), Error>,
         abort: &AtomicBool,
         duration: f64,
         control: &RunControl,
@@ -219,6 +216,7 @@ impl Analyzer {
         let mut waited = 0.0;
         let mut send = |start: u64, end: u64, buf: &mut Vec<f32>| -> Result<(), Error> {
             let samples = match whole {
+                _ if !keep => Cow::Borrowed(&[][..]),
                 Some(all) => Cow::Borrowed(&all[start as usize..end as usize]),
                 None => {
                     let rest = buf.split_off((end - start) as usize);
@@ -231,9 +229,8 @@ impl Analyzer {
                 samples,
             };
             index += 1;
-            // Workers that failed keep draining the queue, so this never blocks for ever.
             let t = Instant::now();
-            let sent = tx.send(part).map_err(|_| Error::Cancelled);
+            let sent = sink(part);
             waited += t.elapsed().as_secs_f64();
             sent
         };
@@ -245,7 +242,7 @@ impl Analyzer {
                 return Err(Error::Cancelled);
             }
             total += chunk.len() as u64;
-            if whole.is_none() {
+            if keep && whole.is_none() {
                 buf.extend_from_slice(chunk);
             }
             let t = Instant::now();
@@ -265,7 +262,6 @@ impl Analyzer {
         if total > part_start {
             send(part_start, total, &mut buf)?;
         }
-        drop(send);
         let busy = started.elapsed().as_secs_f64() - vad_seconds - waited;
         Ok(Decoded {
             samples: total,
@@ -285,7 +281,7 @@ impl Analyzer {
         progress: &Mutex<AsrProgress>,
         duration: f64,
         control: &RunControl,
-    ) -> Result<Vec<PartOutput>, Error> {
+    ) -> Result<Vec<PartResult>, Error> {
         let mut done = Vec::new();
         let mut failure = None;
         loop {
@@ -295,7 +291,7 @@ impl Analyzer {
                 failure.get_or_insert(Error::Cancelled);
                 continue;
             }
-            match self.run_part(&part, worker, abort, progress, duration, control) {
+            match self.analyze_part(&part, worker, abort, progress, duration, control) {
                 Ok(out) => done.push(out),
                 Err(e) => {
                     abort.store(true, Ordering::Relaxed);
@@ -311,7 +307,7 @@ impl Analyzer {
 
     /// The diarization's networks and Whisper over one part, side by side on the
     /// worker's threads.
-    fn run_part(
+    pub(crate) fn analyze_part(
         &self,
         part: &Part<'_>,
         worker: usize,
@@ -319,7 +315,7 @@ impl Analyzer {
         progress: &Mutex<AsrProgress>,
         duration: f64,
         control: &RunControl,
-    ) -> Result<PartOutput, Error> {
+    ) -> Result<PartResult, Error> {
         let samples: &[f32] = &part.samples;
         let seconds = samples.len() as f64 / SAMPLE_RATE;
         let diarize = || -> Result<_, Error> {
@@ -358,19 +354,23 @@ impl Analyzer {
         };
         let (diarized, transcript) = rayon::join(diarize, asr);
         let ((diarized, diarize_seconds), (transcript, asr_seconds)) = (diarized?, transcript?);
-        Ok(PartOutput {
+        Ok(PartResult {
+            plan: String::new(),
             index: part.index,
             start: part.start,
             samples: samples.len() as u64,
             transcript,
             diarized,
+            shots: None,
+            warnings: Vec::new(),
             asr_seconds,
             diarize_seconds,
+            shots_seconds: 0.0,
         })
     }
 }
 
-impl PartOutput {
+impl PartResult {
     /// The part's transcript, for [`crate::stitch::stitch`].
     pub(crate) fn take_transcript(&mut self) -> Option<PartTranscript> {
         self.transcript.take().map(|transcript| PartTranscript {

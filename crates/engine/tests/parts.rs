@@ -225,3 +225,73 @@ fn eight_parts_agree_with_one() -> Res<()> {
     assert!((3..=4).contains(&speakers(&eight).len()));
     Ok(())
 }
+
+/// plan / run-part / merge give what `analyze` gives with the same cuts, and merge refuses
+/// a missing part, a duplicate and another plan's part, naming the index.
+#[test]
+fn plan_run_part_merge_equals_analyze() -> Res<()> {
+    let recording = ten_minutes()?;
+    let samples = &recording.samples[..100 * 16_000];
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("talk.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut w = hound::WavWriter::create(&path, spec)?;
+    for &x in samples {
+        w.write_sample(x)?;
+    }
+    w.finalize()?;
+    let analyzer = Analyzer::builder()
+        .device(mica_core::device::test_device_spec()?)
+        .tasks([Task::Vad, Task::Asr, Task::Diarize])
+        .precision(Precision::Q8_0)
+        .workers(3)
+        .part_seconds(40.0)
+        .build()?;
+    let plan = analyzer.plan(&path, mica::PartSize::Count(3))?;
+    assert_eq!(plan.parts.len(), 3);
+    // The plan survives JSON, as it travels between processes.
+    let plan: mica::Plan = serde_json::from_str(&serde_json::to_string(&plan)?)?;
+    let mut results = Vec::new();
+    for i in (0..3).rev() {
+        let r = analyzer.run_part(&plan, i)?;
+        results.push(serde_json::from_str::<mica::PartResult>(
+            &serde_json::to_string(&r)?,
+        )?);
+    }
+    let merged = analyzer.merge(&plan, results.clone())?;
+    let direct = analyzer.analyze(path.as_path())?;
+    assert_eq!(merged.parts, direct.parts);
+    assert_eq!(merged.transcript, direct.transcript);
+    assert_eq!(merged.speech, direct.speech);
+    assert_eq!(merged.speakers, direct.speakers);
+
+    let refused = |results: Vec<mica::PartResult>| -> String {
+        let e = analyzer
+            .merge(&plan, results)
+            .expect_err("merge must refuse");
+        assert_eq!(e.kind(), mica::ErrorKind::Input);
+        e.to_string()
+    };
+    assert_eq!(refused(results[..2].to_vec()), "part 0 is missing");
+    let mut twice = results.clone();
+    twice.push(results[1].clone());
+    assert_eq!(refused(twice), "part 1 is given twice");
+    let mut other = results.clone();
+    other[0].plan = "0123456789abcdef".into();
+    assert!(refused(other).starts_with("part 2 belongs to plan 0123456789abcdef"));
+    let e = analyzer.run_part(&plan, 3).expect_err("no part 3");
+    assert_eq!(e.to_string(), "the plan has parts 0 to 2, not 3");
+    let vad_only = Analyzer::builder().tasks([Task::Vad]).build()?;
+    let e = vad_only.run_part(&plan, 0).expect_err("other tasks");
+    assert!(
+        e.to_string()
+            .contains("the plan's tasks are vad, asr, diarize"),
+        "{e}"
+    );
+    Ok(())
+}

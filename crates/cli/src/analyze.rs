@@ -172,27 +172,90 @@ pub fn run(args: AnalyzeArgs, quiet: bool) -> Result<()> {
     if let Some(dir) = &args.out_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    for input in &args.inputs {
-        let analysis = analyze_one(&analyzer, input, quiet)
-            .with_context(|| format!("{}: analysis", input.display()))?;
-        match &args.out_dir {
-            Some(dir) => {
-                let written = write_sidecars(&analysis, input, dir)?;
-                tracing::info!(
-                    "{}: wrote {} into {}",
-                    input.display(),
-                    written.join(", "),
-                    dir.display()
-                );
-            }
-            None => {
-                let mut sink = crate::open_output(args.output.as_deref())?;
-                writers::write(&analysis, args.format, &WriterOptions::default(), &mut sink)?;
-                sink.flush()?;
-            }
+    let [input] = args.inputs.as_slice() else {
+        let dir = args
+            .out_dir
+            .as_deref()
+            .expect("checked above: many inputs need a directory");
+        return analyze_many(&analyzer, &args.inputs, dir, quiet);
+    };
+    let analysis = analyze_one(&analyzer, input, quiet)
+        .with_context(|| format!("{}: analysis", input.display()))?;
+    match &args.out_dir {
+        Some(dir) => {
+            let written = write_sidecars(&analysis, input, dir)?;
+            tracing::info!(
+                "{}: wrote {} into {}",
+                input.display(),
+                written.join(", "),
+                dir.display()
+            );
+        }
+        None => {
+            let mut sink = crate::open_output(args.output.as_deref())?;
+            writers::write(&analysis, args.format, &WriterOptions::default(), &mut sink)?;
+            sink.flush()?;
         }
     }
     Ok(())
+}
+
+/// Many inputs in one batch on the shared pool, each input's sidecar set written as it
+/// finishes; a failed input is reported and the others go on.
+fn analyze_many(analyzer: &Analyzer, inputs: &[PathBuf], dir: &Path, quiet: bool) -> Result<()> {
+    // Two inputs with one file stem would write the same sidecar names.
+    let mut stems = BTreeMap::new();
+    for input in inputs {
+        let stem = sidecar_stem(input);
+        if let Some(other) = stems.insert(stem.clone(), input) {
+            anyhow::bail!(
+                "{} and {} would both write {stem}.* into {}",
+                other.display(),
+                input.display(),
+                dir.display()
+            );
+        }
+    }
+    let bar = progress_bar(quiet);
+    bar.set_length(inputs.len() as u64);
+    if let Ok(style) = ProgressStyle::with_template("[{bar:40}] {pos}/{len} inputs ({eta}) {msg}") {
+        bar.set_style(style);
+    }
+    let failed = std::sync::atomic::AtomicUsize::new(0);
+    let done = |i: usize, result: Result<Analysis, mica::Error>| {
+        let input = &inputs[i];
+        let written = result
+            .map_err(anyhow::Error::from)
+            .and_then(|analysis| write_sidecars(&analysis, input, dir));
+        match written {
+            Ok(files) => tracing::info!(
+                "{}: wrote {} into {}",
+                input.display(),
+                files.join(", "),
+                dir.display()
+            ),
+            Err(e) => {
+                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                bar.suspend(|| {
+                    tracing::error!("{}: {}", input.display(), crate::one_line(&e));
+                });
+            }
+        }
+        bar.inc(1);
+    };
+    analyzer.analyze_batch(inputs, &RunControl::default(), &done);
+    bar.finish_and_clear();
+    match failed.into_inner() {
+        0 => Ok(()),
+        n => anyhow::bail!("{n} of {} inputs failed (see above)", inputs.len()),
+    }
+}
+
+/// The name a sidecar set is written under: the input's file stem.
+fn sidecar_stem(input: &Path) -> String {
+    input
+        .file_stem()
+        .map_or_else(|| "input".into(), |s| s.to_string_lossy().into_owned())
 }
 
 /// One input, with a progress bar on a terminal.
@@ -257,9 +320,7 @@ pub(crate) fn progress_bar(quiet: bool) -> ProgressBar {
 /// temporary directory there first and moved into place only when all are written, so a
 /// failure leaves none of them. Returns the file names.
 fn write_sidecars(analysis: &Analysis, input: &Path, dir: &Path) -> Result<Vec<String>> {
-    let stem = input
-        .file_stem()
-        .map_or_else(|| "input".into(), |s| s.to_string_lossy().into_owned());
+    let stem = sidecar_stem(input);
     let mut files = vec![(format!("{stem}.analysis.json"), Format::Json)];
     if analysis.transcript.is_some() {
         for format in [Format::Srt, Format::Vtt, Format::Txt] {

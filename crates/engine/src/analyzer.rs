@@ -148,18 +148,28 @@ impl Analyzer {
         input: impl Into<Input<'a>>,
         control: &RunControl,
     ) -> Result<Analysis, Error> {
+        self.analyze_within(input.into(), control, mica_core::device::threads())
+    }
+
+    /// [`Analyzer::analyze_with`] on at most `threads` CPU threads.
+    pub(crate) fn analyze_within(
+        &self,
+        input: Input<'_>,
+        control: &RunControl,
+        threads: usize,
+    ) -> Result<Analysis, Error> {
         let started = Instant::now();
-        let mut analysis = match input.into() {
-            Input::Path(path) => self.analyze_path(path, control)?,
+        let mut analysis = match input {
+            Input::Path(path) => self.analyze_path(path, control, threads)?,
             Input::Reader(mut reader) => {
                 // The temporary file is removed when it drops, whatever happens below.
                 let mut spool = tempfile::Builder::new().prefix("mica-input-").tempfile()?;
                 std::io::copy(&mut reader, &mut spool)?;
-                let mut analysis = self.analyze_path(spool.path(), control)?;
+                let mut analysis = self.analyze_path(spool.path(), control, threads)?;
                 analysis.media.source = "-".into();
                 analysis
             }
-            Input::Samples(samples) => self.analyze_samples(samples, control)?,
+            Input::Samples(samples) => self.analyze_samples(samples, control, threads)?,
         };
         analysis.timings.total = started.elapsed().as_secs_f64();
         Ok(analysis)
@@ -173,7 +183,12 @@ impl Analyzer {
         self.wants(Task::Vad) || self.wants(Task::Asr) || self.wants(Task::Diarize)
     }
 
-    fn analyze_samples(&self, samples: &[f32], control: &RunControl) -> Result<Analysis, Error> {
+    fn analyze_samples(
+        &self,
+        samples: &[f32],
+        control: &RunControl,
+        threads: usize,
+    ) -> Result<Analysis, Error> {
         let duration = samples.len() as f64 / f64::from(mica_media::SAMPLE_RATE);
         let mut analysis = Analysis {
             media: MediaInfo {
@@ -194,13 +209,25 @@ impl Analyzer {
         }
         if self.wants_audio() {
             let chunks = samples.chunks(CHUNK_SAMPLES).map(Ok::<_, Error>);
-            let audio = self.run_audio(chunks, Some(samples), duration, control, &mut analysis)?;
+            let audio = self.run_audio(
+                chunks,
+                Some(samples),
+                duration,
+                control,
+                threads,
+                &mut analysis,
+            )?;
             self.put_audio(audio, &mut analysis);
         }
         Ok(analysis)
     }
 
-    fn analyze_path(&self, path: &Path, control: &RunControl) -> Result<Analysis, Error> {
+    fn analyze_path(
+        &self,
+        path: &Path,
+        control: &RunControl,
+        threads: usize,
+    ) -> Result<Analysis, Error> {
         let tools = Tools::from_env();
         let media = mica_media::describe(path, &tools)?;
         let duration = media.duration;
@@ -238,7 +265,7 @@ impl Analyzer {
                     Ok(None) => None,
                     Err(e) => Some(Err(Error::from(e))),
                 });
-                let audio = self.run_audio(chunks, None, duration, control, &mut analysis);
+                let audio = self.run_audio(chunks, None, duration, control, threads, &mut analysis);
                 let warnings = stream.warnings().iter().map(|w| format!("media: {w}"));
                 analysis.warnings.extend(warnings);
                 Some(audio)
@@ -282,9 +309,10 @@ impl Analyzer {
         }
     }
 
-    /// The split of a recording of `duration` seconds between the workers.
-    pub(crate) fn schedule(&self, duration: f64) -> Schedule {
-        let threads = mica_core::device::threads();
+    /// The split of a recording of `duration` seconds between the workers, on at most
+    /// `threads` CPU threads.
+    pub(crate) fn schedule(&self, duration: f64, threads: usize) -> Schedule {
+        let threads = threads.max(1);
         let workers = match self.workers {
             0 if self.cpu => threads,
             // A GPU runs one part at a time; a second worker prepares the next meanwhile.
@@ -317,9 +345,10 @@ impl Analyzer {
         whole: Option<&[f32]>,
         duration: f64,
         control: &RunControl,
+        threads: usize,
         analysis: &mut Analysis,
     ) -> Result<AudioResults, Error> {
-        let outcome = self.run_parts(chunks, whole, duration, control)?;
+        let outcome = self.run_parts(chunks, whole, duration, control, threads)?;
         analysis.timings.add("decode", outcome.decode_seconds);
         analysis.timings.add("vad", outcome.vad_seconds);
         self.join_parts(outcome.parts, outcome.samples, outcome.speech, analysis)
@@ -405,3 +434,55 @@ pub const MIN_PART_SECONDS: f64 = 30.0;
 
 /// Samples handed to the streaming models at a time when the input is samples (1 s).
 const CHUNK_SAMPLES: usize = 16_000;
+
+impl Analyzer {
+    /// Analyses many inputs in one call, sharing the CPU: as many inputs run at once as
+    /// there are workers (default one per CPU thread), each on its share of the threads
+    /// (more as the list runs out), so fifty short clips keep every core busy instead of
+    /// queuing behind each other. `done` is called from the working threads as each input
+    /// finishes, with the input's index and its result; a failed input does not stop the
+    /// others. `control`'s token cancels every input; its progress callback is not called
+    /// (`done` is the progress of a batch).
+    pub fn analyze_batch(
+        &self,
+        inputs: &[PathBuf],
+        control: &RunControl,
+        done: &(dyn Fn(usize, Result<Analysis, Error>) + Sync),
+    ) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let threads = mica_core::device::threads();
+        let lanes = match self.workers {
+            0 if self.cpu => threads,
+            0 => 2,
+            n => n,
+        }
+        .clamp(1, inputs.len().max(1));
+        let next = AtomicUsize::new(0);
+        let running = AtomicUsize::new(0);
+        let quiet = RunControl {
+            progress: None,
+            cancel: control.cancel.clone(),
+        };
+        std::thread::scope(|s| {
+            for _ in 0..lanes {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = inputs.get(i) else { break };
+                        if control.cancel.is_cancelled() {
+                            done(i, Err(Error::Cancelled));
+                            continue;
+                        }
+                        // This input's share: the threads over the inputs running now.
+                        let others = running.fetch_add(1, Ordering::Relaxed);
+                        let active = (others + 1).max(lanes.min(inputs.len() - i + others));
+                        let share = (threads / active.max(1)).max(1);
+                        let result = self.analyze_within(Input::Path(path), &quiet, share);
+                        running.fetch_sub(1, Ordering::Relaxed);
+                        done(i, result);
+                    }
+                });
+            }
+        });
+    }
+}

@@ -109,8 +109,9 @@ impl Analyzer {
         whole: Option<&'w [f32]>,
         duration: f64,
         control: &RunControl,
+        threads: usize,
     ) -> Result<AudioOutcome, Error> {
-        let schedule = self.schedule(duration);
+        let schedule = self.schedule(duration, threads);
         tracing::debug!(
             "parts of {:.0} s, {} workers x {} threads",
             schedule.target as f64 / SAMPLE_RATE,

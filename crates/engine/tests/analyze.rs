@@ -253,3 +253,47 @@ fn one_analyzer_shared_by_threads() -> Res<()> {
     }
     Ok(())
 }
+
+/// Many inputs in one batch: each gets the result it gets alone, a damaged one fails
+/// without stopping the others, and every index is reported once.
+#[test]
+fn a_batch_gives_each_input_its_own_result() -> Res<()> {
+    let a = analyzer()?;
+    let dir = tempfile::tempdir()?;
+    let garbage = dir.path().join("noise.wav");
+    std::fs::write(&garbage, b"RIFF\x10\x00\x00\x00WAVEnot really a wave file")?;
+    let inputs = vec![
+        sample("jfk", "jfk.wav")?,
+        garbage,
+        sample("pyannote-sample", "sample.wav")?,
+        sample("opencv-video", "Megamind.avi")?,
+    ];
+    let results = std::sync::Mutex::new(Vec::new());
+    a.analyze_batch(&inputs, &RunControl::default(), &|i, r| {
+        results.lock().expect("results").push((i, r));
+    });
+    let mut results = results.into_inner()?;
+    results.sort_by_key(|(i, _)| *i);
+    assert_eq!(
+        results.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    for (i, result) in results {
+        match (i, result) {
+            (1, Err(e)) => assert_eq!(e.kind(), ErrorKind::Media, "{e}"),
+            (1, Ok(_)) => return Err("the damaged input analysed".into()),
+            (i, r) => assert_same_results(&r?, &a.analyze(&inputs[i])?, "batch"),
+        }
+    }
+    // A cancelled batch reports every input as cancelled.
+    let control = RunControl::default();
+    control.cancel.cancel();
+    let cancelled = std::sync::atomic::AtomicUsize::new(0);
+    a.analyze_batch(&inputs, &control, &|_, r| {
+        if matches!(r, Err(Error::Cancelled)) {
+            cancelled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    assert_eq!(cancelled.into_inner(), inputs.len());
+    Ok(())
+}

@@ -40,3 +40,4 @@ pub use mica_core::writers;
 pub use mica_diarize::DiarizeOptions;
 pub use mica_scenes::ShotOptions;
 pub use mica_vad::SpeechOptions;
+pub use plan::{Planner, VAD_WINDOW};

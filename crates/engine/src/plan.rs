@@ -2,7 +2,7 @@
 //! from the voice-activity probabilities as the audio streams in.
 
 /// Samples per voice-activity window (Silero at 16 kHz).
-pub(crate) const VAD_WINDOW: u64 = 512;
+pub const VAD_WINDOW: u64 = 512;
 
 /// A window is a pause when its speech probability is below this (Silero's own
 /// end-of-speech threshold for its default onset of 0.5).
@@ -22,7 +22,7 @@ const GOOD_PAUSE: u64 = 10;
 /// cut goes to the window least likely to be speech. When the recording's length is known,
 /// a remainder that fits in one part within reach is not cut again (no short last part).
 #[derive(Debug, Clone)]
-pub(crate) struct Planner {
+pub struct Planner {
     target: u64,
     reach: u64,
     /// Start of the part being planned.
@@ -35,8 +35,10 @@ pub(crate) struct Planner {
 }
 
 impl Planner {
-    /// Parts of about `target` samples, each cut within `reach` samples of it.
-    pub(crate) fn new(target: u64, reach: u64, total: Option<u64>) -> Planner {
+    /// Parts of about `target` samples (16 kHz), each cut within `reach` samples of it
+    /// (at most half the target); `total`, the recording's length when known, spares the
+    /// last part from being cut short.
+    pub fn new(target: u64, reach: u64, total: Option<u64>) -> Planner {
         let reach = reach.min(target / 2);
         Planner {
             target,
@@ -48,9 +50,10 @@ impl Planner {
         }
     }
 
-    /// The probabilities of the windows from index `first_window` on (the next ones in
-    /// order; a gap is filled as speech, so no cut lands where nothing was seen).
-    pub(crate) fn push(&mut self, first_window: u64, probs: &[f32]) {
+    /// The speech probabilities of the [`VAD_WINDOW`]-sample windows from index
+    /// `first_window` on, as a streaming VAD gives them (the next ones in order; a gap is
+    /// filled as speech, so no cut lands where nothing was seen).
+    pub fn push(&mut self, first_window: u64, probs: &[f32]) {
         let known = self.first_window + self.probs.len() as u64;
         if first_window > known {
             self.probs
@@ -61,7 +64,7 @@ impl Planner {
     }
 
     /// The next cut (a sample index) once the whole reach beyond the target has been seen.
-    pub(crate) fn next_cut(&mut self) -> Option<u64> {
+    pub fn next_cut(&mut self) -> Option<u64> {
         let seen = (self.first_window + self.probs.len() as u64) * VAD_WINDOW;
         let last = self.start + self.target + self.reach;
         if seen < last || self.total.is_some_and(|t| t <= last) {

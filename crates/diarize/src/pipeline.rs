@@ -60,6 +60,11 @@ pub struct DiarizeOptions {
     /// One speaker when the raw (uncentred) embeddings' last average-linkage merge is
     /// below this cosine distance (unless more speakers are required).
     pub single_speaker_below: f32,
+    /// Speakers whose raw (uncentred) centroids are closer than this cosine distance are
+    /// one speaker. Centring (see `center`) spreads a voice that fills most of a recording
+    /// into several clusters; their centroids stay far closer to each other than to any
+    /// other voice's. 0 turns the check off.
+    pub same_speaker_below: f32,
     /// Clusters with fewer embeddings than this are not speakers of their own: their
     /// members join the nearest speaker (capped at a tenth of the embeddings, at least 2).
     pub min_cluster_size: usize,
@@ -102,6 +107,7 @@ impl Default for DiarizeOptions {
             max_auto_speakers: 10,
             center: true,
             single_speaker_below: 0.2,
+            same_speaker_below: 0.07,
             min_cluster_size: 12,
             min_clean: 0.5,
             min_duration_off: 0.0,
@@ -126,6 +132,13 @@ impl DiarizeOptions {
             return bad(format!(
                 "threshold is a cosine distance in (0, 2], not {}",
                 self.threshold
+            ));
+        }
+        if !(self.same_speaker_below.is_finite() && (0.0..=2.0).contains(&self.same_speaker_below))
+        {
+            return bad(format!(
+                "same_speaker_below is a cosine distance in [0, 2], not {}",
+                self.same_speaker_below
             ));
         }
         for (name, v) in [
@@ -660,39 +673,50 @@ fn cluster(
     // d-vectors are non-negative and share a large common component (the channel, the
     // recording); removing the mean of this recording's embeddings before comparing them
     // leaves what tells its speakers apart.
-    let mean: Vec<f32> = if opts.center {
-        let mut m = vec![0.0f32; EMBEDDING_DIM];
-        for v in &train {
-            m.iter_mut().zip(v).for_each(|(a, b)| *a += b);
-        }
-        m.iter_mut().for_each(|a| *a /= train.len() as f32);
-        m
+    let raw = train;
+    let first_mean: Vec<f32> = if opts.center {
+        mean_of(&raw)
     } else {
         vec![0.0; EMBEDDING_DIM]
     };
-    let centre = |v: &[f32]| -> Vec<f32> {
-        let mut c: Vec<f32> = v.iter().zip(&mean).map(|(a, b)| a - b).collect();
-        let norm = c.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        c.iter_mut().for_each(|x| *x /= norm);
-        c
+    let mut labels = if single {
+        vec![0; raw.len()]
+    } else {
+        group(&raw, &first_mean, count, opts)
     };
-    let raw = train;
-    let train: Vec<Vec<f32>> = raw.iter().map(|v| centre(v)).collect();
-    if tracing::enabled!(tracing::Level::TRACE) {
-        let tree = clustering::Dendrogram::average(&train);
-        let h: Vec<String> = tree.heights().map(|h| format!("{h:.3}")).collect();
-        tracing::trace!("{} embeddings; merge heights {}", train.len(), h.join(" "));
+    let mut mean = first_mean;
+    let mut sizes = vec![0usize; labels.iter().max().map_or(0, |m| m + 1)];
+    labels.iter().for_each(|&l| sizes[l] += 1);
+    let dominant = sizes.iter().max().copied().unwrap_or(0) * 2 > raw.len();
+    if opts.center && sizes.len() >= 2 && dominant {
+        // The recording's mean leans to whoever speaks most: one voice filling most of a
+        // long recording becomes the centre, and centring then spreads that voice into
+        // several clusters while the others crowd together. When one speaker holds most
+        // of the embeddings, centre again on the mean of the speakers found, each counting
+        // once, and group again.
+        let balanced = mean_of(&clustering::centroids(&raw, &labels));
+        labels = group(&raw, &balanced, count, opts);
+        mean = balanced;
     }
-    let labels = match opts.method {
-        _ if single => vec![0; train.len()],
-        Method::Spectral => clustering::spectral(&train, count, opts.max_auto_speakers),
-        _ => {
-            let min_size = opts.min_cluster_size.min(train.len() / 10).max(2);
-            clustering::agglomerative(&train, opts.threshold, min_size, count)
-        }
-    };
+    let centre = |v: &[f32]| centred(v, &mean);
+    let train: Vec<Vec<f32>> = raw.iter().map(|v| centre(v)).collect();
     let centroids = clustering::centroids(&train, &labels);
     let k = centroids.len();
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let rawc = clustering::centroids(&raw, &labels);
+        let mut sizes = vec![0usize; k];
+        labels.iter().for_each(|&l| sizes[l] += 1);
+        for a in 0..k {
+            let d: Vec<String> = (0..k)
+                .map(|b| format!("{:.3}", clustering::cosine_distance(&rawc[a], &rawc[b])))
+                .collect();
+            tracing::debug!(
+                "cluster {a} ({} pts): raw centroid distances {}",
+                sizes[a],
+                d.join(" ")
+            );
+        }
+    }
     let assignment = windows
         .iter()
         .map(|w| {
@@ -715,6 +739,47 @@ fn cluster(
     // The speakers' centroids go out uncentred, comparable across recordings (the engine
     // re-clusters parts from them).
     (clustering::centroids(&raw, &labels), assignment)
+}
+
+/// Mean of the vectors (not normalised).
+fn mean_of(vectors: &[Vec<f32>]) -> Vec<f32> {
+    let mut m = vec![0.0f32; EMBEDDING_DIM];
+    for v in vectors {
+        m.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+    }
+    m.iter_mut().for_each(|a| *a /= vectors.len().max(1) as f32);
+    m
+}
+
+/// `v` less `mean`, at unit length.
+fn centred(v: &[f32], mean: &[f32]) -> Vec<f32> {
+    let mut c: Vec<f32> = v.iter().zip(mean).map(|(a, b)| a - b).collect();
+    let norm = c.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    c.iter_mut().for_each(|x| *x /= norm);
+    c
+}
+
+/// Groups the raw embeddings into speakers: clustered after centring on `mean`, then
+/// clusters whose raw centroids are one voice joined.
+fn group(raw: &[Vec<f32>], mean: &[f32], count: SpeakerCount, opts: &DiarizeOptions) -> Vec<usize> {
+    let train: Vec<Vec<f32>> = raw.iter().map(|v| centred(v, mean)).collect();
+    if tracing::enabled!(tracing::Level::TRACE) {
+        let tree = clustering::Dendrogram::average(&train);
+        let h: Vec<String> = tree.heights().map(|h| format!("{h:.3}")).collect();
+        tracing::trace!("{} embeddings; merge heights {}", train.len(), h.join(" "));
+    }
+    let labels = match opts.method {
+        Method::Spectral => clustering::spectral(&train, count, opts.max_auto_speakers),
+        _ => {
+            let min_size = opts.min_cluster_size.min(train.len() / 10).max(2);
+            clustering::agglomerative(&train, opts.threshold, min_size, count)
+        }
+    };
+    if opts.same_speaker_below > 0.0 {
+        clustering::merge_close_centroids(raw, &labels, opts.same_speaker_below, count.min)
+    } else {
+        labels
+    }
 }
 
 /// Best clusters for a window's local speakers (similarities to each centroid): distinct

@@ -182,6 +182,10 @@ fn damaged_samples_and_bad_options_are_errors() -> TestResult {
             ..Default::default()
         },
         DiarizeOptions {
+            same_speaker_below: -0.1,
+            ..Default::default()
+        },
+        DiarizeOptions {
             batch: mica_diarize::MAX_BATCH + 1,
             ..Default::default()
         },

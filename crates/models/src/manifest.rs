@@ -235,4 +235,45 @@ mod tests {
         assert!(Manifest::parse(&text("f.wav", "abc")).is_err());
         assert!(Manifest::parse("not toml [").is_err());
     }
+
+    #[test]
+    fn taken_directories_stay_inside_the_package() {
+        let text = |take: &str| {
+            format!(
+                "[[asset]]\nname='x'\nkind='sample'\ndescription=''\nlicense='MIT'\n\
+                 [[asset.source]]\nclient='apt'\npackage='p'\nversion='1'\nsha256='{}'\n{take}\n",
+                "a".repeat(64)
+            )
+        };
+        assert!(Manifest::parse(&text("dirs = ['usr/share/sounds/en']")).is_ok());
+        for bad in [
+            "dirs = ['../etc']",
+            "dirs = ['/usr/share']",
+            "dirs = ['a//b']",
+            "dirs = ['']",
+        ] {
+            assert!(Manifest::parse(&text(bad)).is_err(), "{bad}");
+        }
+        // A source must take something.
+        assert!(Manifest::parse(&text("")).is_err());
+    }
+
+    #[cfg(feature = "fetch")]
+    #[test]
+    fn a_taken_directory_holds_its_files_directly() {
+        let dirs = vec!["usr/share/x".to_string()];
+        assert_eq!(
+            crate::fetch::in_taken_dir(&dirs, "usr/share/x/a.wav"),
+            Some(("usr/share/x", "a.wav"))
+        );
+        assert_eq!(
+            crate::fetch::in_taken_dir(&dirs, "usr/share/x/sub/a.wav"),
+            None
+        );
+        assert_eq!(
+            crate::fetch::in_taken_dir(&dirs, "usr/share/x/.hidden"),
+            None
+        );
+        assert_eq!(crate::fetch::in_taken_dir(&dirs, "usr/share/y/a.wav"), None);
+    }
 }

@@ -685,8 +685,7 @@ fn cluster(
         group(&raw, &first_mean, count, opts)
     };
     let mut mean = first_mean;
-    let mut sizes = vec![0usize; labels.iter().max().map_or(0, |m| m + 1)];
-    labels.iter().for_each(|&l| sizes[l] += 1);
+    let sizes = cluster_sizes(&labels);
     let dominant = sizes.iter().max().copied().unwrap_or(0) * 2 > raw.len();
     if opts.center && sizes.len() >= 2 && dominant {
         // The recording's mean leans to whoever speaks most: one voice filling most of a
@@ -704,8 +703,7 @@ fn cluster(
     let k = centroids.len();
     if tracing::enabled!(tracing::Level::DEBUG) {
         let rawc = clustering::centroids(&raw, &labels);
-        let mut sizes = vec![0usize; k];
-        labels.iter().for_each(|&l| sizes[l] += 1);
+        let sizes = cluster_sizes(&labels);
         for a in 0..k {
             let d: Vec<String> = (0..k)
                 .map(|b| format!("{:.3}", clustering::cosine_distance(&rawc[a], &rawc[b])))
@@ -739,6 +737,13 @@ fn cluster(
     // The speakers' centroids go out uncentred, comparable across recordings (the engine
     // re-clusters parts from them).
     (clustering::centroids(&raw, &labels), assignment)
+}
+
+/// Members of each cluster `0..k`.
+fn cluster_sizes(labels: &[usize]) -> Vec<usize> {
+    let mut sizes = vec![0usize; labels.iter().max().map_or(0, |m| m + 1)];
+    labels.iter().for_each(|&l| sizes[l] += 1);
+    sizes
 }
 
 /// Mean of the vectors (not normalised).

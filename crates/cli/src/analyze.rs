@@ -76,6 +76,11 @@ impl ModelArgs {
             .collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// The Whisper model named.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
     /// An analyzer builder with these tasks, models and options.
     pub fn builder(&self) -> Result<mica::AnalyzerBuilder> {
         let transcribe = TranscribeOptions {
@@ -147,14 +152,13 @@ pub fn run(args: AnalyzeArgs, quiet: bool) -> Result<()> {
         );
     }
     let tasks = args.models.tasks()?;
-    let needs: &[Task] = match args.format {
-        Format::Srt | Format::Vtt | Format::Txt => &[Task::Asr],
-        Format::Rttm => &[Task::Diarize, Task::Vad],
-        Format::Csv | Format::Edl => &[Task::Shots],
-        Format::Json => &[],
-    };
-    if !needs.is_empty() && !needs.iter().any(|t| tasks.contains(t)) {
-        let names: Vec<&str> = needs.iter().map(|t| t.name()).collect();
+    let needs = args.format.needs();
+    if !needs.is_empty()
+        && !needs
+            .iter()
+            .any(|p| tasks.iter().any(|t| t.name() == p.task()))
+    {
+        let names: Vec<&str> = needs.iter().map(|p| p.task()).collect();
         anyhow::bail!(
             "--format {} needs the {} task; add it to --tasks",
             args.format.name(),

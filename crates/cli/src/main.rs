@@ -7,6 +7,7 @@ mod fanout;
 mod job;
 mod models;
 mod probe;
+mod serve;
 mod shots;
 mod transcribe;
 mod vad;
@@ -49,6 +50,9 @@ enum Command {
     RunPart(fanout::RunPartArgs),
     /// Join every part's result of a plan into the analysis document.
     Merge(fanout::MergeArgs),
+    /// Serve the analysis over HTTP: SageMaker's bring-your-own-container contract
+    /// (/ping, /invocations, /execution-parameters) and /metrics.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,7 +60,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    init_logging(cli.quiet);
+    init_logging(cli.quiet, matches!(cli.command, Command::Serve(_)));
     let result = match cli.command {
         Command::Models(args) => models::run(args),
         Command::Probe(args) => probe::run(args, cli.quiet),
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => fanout::plan(args),
         Command::RunPart(args) => fanout::run_part(args, cli.quiet),
         Command::Merge(args) => fanout::merge(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -146,7 +151,9 @@ fn one_line(e: &anyhow::Error) -> String {
         .replace('\n', " ")
 }
 
-fn init_logging(quiet: bool) {
+/// Logs to standard error; a server not writing to a terminal logs JSON lines with
+/// times, as log collectors (CloudWatch) read them.
+fn init_logging(quiet: bool, server: bool) {
     // symphonia logs probe misses (an AVI is "not a WAVE") as errors; mica reports what it
     // does about them itself.
     let default = if quiet {
@@ -156,11 +163,16 @@ fn init_logging(quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MICA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let terminal = std::io::stderr().is_terminal();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .without_time()
-        .init();
+        .with_target(false);
+    if server && !terminal {
+        logs.json().init();
+    } else if server {
+        logs.init();
+    } else {
+        logs.with_ansi(terminal).without_time().init();
+    }
 }

@@ -256,6 +256,15 @@ impl Diarizer {
         &self.options
     }
 
+    /// The same networks with other options (checked here).
+    pub fn with_options(&self, options: DiarizeOptions) -> Result<Diarizer, DiarizeError> {
+        Diarizer::new(
+            Arc::clone(&self.segmentation),
+            Arc::clone(&self.encoder),
+            options,
+        )
+    }
+
     /// A streaming session: push samples as they come, then finish.
     pub fn session(&self) -> Session<'_> {
         self.session_at(0)

@@ -12,7 +12,7 @@ use std::time::Instant;
 use mica_asr::{TranscribeOptions, Transcriber};
 use mica_core::document::{Analysis, MediaInfo, SpeechRegions};
 use mica_core::time::TimeRange;
-use mica_diarize::{AttachOptions, Diarizer, attach_speakers};
+use mica_diarize::{AttachOptions, DiarizeOptions, Diarizer, attach_speakers};
 use mica_media::{AudioOptions, AudioStream, FrameOptions, FrameSource, Tools};
 use mica_scenes::{ShotDetector, ShotOptions};
 use mica_vad::Vad;
@@ -24,7 +24,8 @@ use crate::fanout::PartResult;
 use crate::parts::Schedule;
 use crate::stitch::stitch;
 
-/// The loaded models of the tasks asked for.
+/// The loaded models of the tasks asked for (each shares its weights when cloned).
+#[derive(Clone)]
 pub(crate) struct Models {
     /// Loaded for every audio task: the planner cuts parts in its pauses.
     pub(crate) vad: Option<Vad>,
@@ -73,7 +74,11 @@ impl<'a> From<&'a [f32]> for Input<'a> {
 }
 
 /// Every model of the tasks asked for, loaded once. `Send + Sync`: share one through an
-/// `Arc` between threads or requests; each call keeps its own state.
+/// `Arc` between threads or requests; each call keeps its own state. `Clone` is cheap (the
+/// clones share the weights), and so are the views [`Analyzer::with_tasks`],
+/// [`Analyzer::with_transcribe_options`], [`Analyzer::with_diarize_options`] and
+/// [`Analyzer::with_threads`] give for one request's choices.
+#[derive(Clone)]
 pub struct Analyzer {
     pub(crate) models: Models,
     tasks: Vec<Task>,
@@ -85,6 +90,8 @@ pub struct Analyzer {
     part_seconds: f64,
     /// The models run on the CPU.
     cpu: bool,
+    /// Most CPU threads one call uses (None: every thread of the process).
+    threads: Option<usize>,
 }
 
 impl std::fmt::Debug for Analyzer {
@@ -128,12 +135,93 @@ impl Analyzer {
             workers: settings.workers,
             part_seconds: settings.part_seconds,
             cpu: settings.cpu,
+            threads: None,
         }
     }
 
     /// The tasks this analyzer runs.
     pub fn tasks(&self) -> &[Task] {
         &self.tasks
+    }
+
+    /// This analyzer running only `tasks`, each of which it must have loaded (a service
+    /// loads every task once and lets each request pick some). Shares the weights.
+    pub fn with_tasks(&self, tasks: impl IntoIterator<Item = Task>) -> Result<Analyzer, Error> {
+        let mut tasks: Vec<Task> = tasks.into_iter().collect();
+        tasks.sort();
+        tasks.dedup();
+        if tasks.is_empty() {
+            return Err(Error::NoTasks);
+        }
+        if let Some(&missing) = tasks.iter().find(|t| !self.tasks.contains(t)) {
+            return Err(Error::TaskNotLoaded {
+                task: missing,
+                loaded: self.tasks.clone(),
+            });
+        }
+        let mut view = self.clone();
+        let keep = |t: Task| tasks.contains(&t);
+        if !keep(Task::Asr) {
+            view.models.transcriber = None;
+        }
+        if !keep(Task::Diarize) {
+            view.models.diarizer = None;
+        }
+        if !keep(Task::Shots) {
+            view.models.shots = None;
+        }
+        // The VAD stays for every audio task: the planner cuts parts in its pauses.
+        if !(keep(Task::Vad) || keep(Task::Asr) || keep(Task::Diarize)) {
+            view.models.vad = None;
+        }
+        view.tasks = tasks;
+        Ok(view)
+    }
+
+    /// The transcription options in use.
+    pub fn transcribe_options(&self) -> &TranscribeOptions {
+        &self.transcribe
+    }
+
+    /// This analyzer transcribing with `options` (checked here). Shares the weights.
+    pub fn with_transcribe_options(&self, options: TranscribeOptions) -> Result<Analyzer, Error> {
+        options.validate()?;
+        let mut view = self.clone();
+        view.transcribe = options;
+        Ok(view)
+    }
+
+    /// The diarization options in use (None without the diarize task).
+    pub fn diarize_options(&self) -> Option<&DiarizeOptions> {
+        self.models.diarizer.as_ref().map(Diarizer::options)
+    }
+
+    /// This analyzer diarizing with `options` (checked here; it must have loaded the
+    /// diarize task). Shares the weights.
+    pub fn with_diarize_options(&self, options: DiarizeOptions) -> Result<Analyzer, Error> {
+        let Some(diarizer) = &self.models.diarizer else {
+            return Err(Error::TaskNotLoaded {
+                task: Task::Diarize,
+                loaded: self.tasks.clone(),
+            });
+        };
+        let mut view = self.clone();
+        view.models.diarizer = Some(diarizer.with_options(options)?);
+        Ok(view)
+    }
+
+    /// This analyzer using at most `threads` CPU threads per call (at least 1; default
+    /// every thread of the process): a service running several calls at once gives each
+    /// its share instead of letting them all contend for every core.
+    pub fn with_threads(&self, threads: usize) -> Analyzer {
+        let mut view = self.clone();
+        view.threads = Some(threads.max(1));
+        view
+    }
+
+    /// The CPU threads one call uses.
+    fn call_threads(&self) -> usize {
+        self.threads.unwrap_or_else(mica_core::device::threads)
     }
 
     /// Analyses `input` with every task.
@@ -148,7 +236,7 @@ impl Analyzer {
         input: impl Into<Input<'a>>,
         control: &RunControl,
     ) -> Result<Analysis, Error> {
-        self.analyze_within(input.into(), control, mica_core::device::threads())
+        self.analyze_within(input.into(), control, self.call_threads())
     }
 
     /// [`Analyzer::analyze_with`] on at most `threads` CPU threads.
@@ -450,7 +538,7 @@ impl Analyzer {
         done: &(dyn Fn(usize, Result<Analysis, Error>) + Sync),
     ) {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let threads = mica_core::device::threads();
+        let threads = self.call_threads();
         let lanes = match self.workers {
             0 if self.cpu => threads,
             0 => 2,

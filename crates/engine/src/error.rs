@@ -13,6 +13,14 @@ pub enum Error {
     /// A task name that is not one of the four.
     #[error("unknown task {0:?}; the tasks are vad, asr, diarize and shots")]
     UnknownTask(String),
+    /// A task asked of an analyzer that did not load its models.
+    #[error("the {} task is not loaded here (loaded: {})", task.name(), names(loaded))]
+    TaskNotLoaded {
+        /// The task asked for.
+        task: crate::Task,
+        /// The tasks that are loaded.
+        loaded: Vec<crate::Task>,
+    },
     /// An option out of its range (the message says which and why).
     #[error("{0}")]
     Options(String),
@@ -74,7 +82,10 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         use mica_models::ModelError;
         match self {
-            Error::NoTasks | Error::UnknownTask(_) | Error::Options(_) => ErrorKind::Options,
+            Error::NoTasks
+            | Error::UnknownTask(_)
+            | Error::TaskNotLoaded { .. }
+            | Error::Options(_) => ErrorKind::Options,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::Io(_) | Error::Media(_) => ErrorKind::Media,
             Error::Plan(_) => ErrorKind::Input,
@@ -94,4 +105,10 @@ impl Error {
             Error::Shots(e) => e.kind(),
         }
     }
+}
+
+/// Task names joined by commas.
+fn names(tasks: &[crate::Task]) -> String {
+    let names: Vec<&str> = tasks.iter().map(|t| t.name()).collect();
+    names.join(", ")
 }

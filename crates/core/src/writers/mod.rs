@@ -124,6 +124,17 @@ impl Format {
         self.name()
     }
 
+    /// The parts of an analysis this format writes: it needs at least one of them
+    /// (none for JSON, which writes whatever there is).
+    pub fn needs(self) -> &'static [Part] {
+        match self {
+            Format::Json => &[],
+            Format::Srt | Format::Vtt | Format::Txt => &[Part::Transcript],
+            Format::Rttm => &[Part::Speakers, Part::Speech],
+            Format::Csv | Format::Edl => &[Part::Shots],
+        }
+    }
+
     /// The MIME type to send it with (UTF-8 text throughout).
     pub fn content_type(self) -> &'static str {
         match self {

@@ -552,3 +552,225 @@ fn every_bad_input_is_a_client_error_and_the_server_stays_up() {
     server.ping_ok();
     assert!(server.temp_files().is_empty(), "{:?}", server.temp_files());
 }
+
+/// Percentile `p` (0-100) of `values`.
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let i = ((values.len() - 1) as f64 * p / 100.0).round() as usize;
+    values[i]
+}
+
+#[test]
+fn mixed_load_gets_every_request_an_answer() {
+    const CLIENTS: usize = 64;
+    const REQUESTS: usize = 500;
+    // Peak resident memory allowed (KiB): the models (tiny.en f32, Silero) and two
+    // analyses of short clips at a time, whatever the number of clients.
+    const PEAK_RSS_KIB: u64 = 1_500_000;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let server = Server::start(&["--tasks", "vad,asr", "--workers", "2", "--queue", "2"]);
+    let clips: Vec<Vec<u8>> = [
+        "agent-alreadyon.wav",
+        "agent-incorrect.wav",
+        "auth-incorrect.wav",
+        "at-tone-time-exactly.wav",
+        "cannot-complete-as-dialed.wav",
+        "check-number-dial-again.wav",
+    ]
+    .iter()
+    .map(|f| read(&sample("asterisk-en", f)))
+    .collect();
+    let next = AtomicUsize::new(0);
+    let done = AtomicBool::new(false);
+    // (request number, status, seconds)
+    let answers = Mutex::new(Vec::new());
+    let mut pings = Vec::new();
+    std::thread::scope(|s| {
+        let pinger = s.spawn(|| {
+            let mut times = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let a = server.get("/ping");
+                times.push(t.elapsed().as_secs_f64());
+                assert_eq!(a.status, 200);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            times
+        });
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= REQUESTS {
+                            break;
+                        }
+                        let body = if i % 5 == 4 {
+                            garbage(20_000 + i * 37, i as u64)
+                        } else {
+                            clips[i % clips.len()].clone()
+                        };
+                        let t = Instant::now();
+                        let a =
+                            server.post("/invocations", &[("Content-Type", "audio/wav")], &body);
+                        let seconds = t.elapsed().as_secs_f64();
+                        if a.status != 200 {
+                            a.code();
+                        }
+                        answers.lock().unwrap().push((i, a.status, seconds));
+                        if a.status == 429 {
+                            // A client backs off before it tries its next request.
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        pings = pinger.join().unwrap();
+    });
+    let answers = answers.into_inner().unwrap();
+    assert_eq!(answers.len(), REQUESTS, "every request answered");
+    let mut busy = Vec::new();
+    let mut counts = std::collections::BTreeMap::new();
+    for &(i, status, seconds) in &answers {
+        *counts.entry(status).or_insert(0) += 1;
+        match status {
+            200 => assert!(i % 5 != 4, "garbage {i} passed as media"),
+            400 => assert!(i % 5 == 4, "clip {i} refused"),
+            429 => busy.push(seconds),
+            other => panic!("request {i}: status {other}"),
+        }
+    }
+    assert!(counts.get(&200).is_some_and(|&n| n > 0), "{counts:?}");
+    assert!(counts.get(&400).is_some_and(|&n| n > 0), "{counts:?}");
+    let ping_p99 = percentile(&mut pings, 99.0);
+    eprintln!(
+        "answers by status {counts:?}; /ping p99 {ping_p99:.3} s over {} pings; 429 p50 {:.3} s, p99 {:.3} s; peak RSS {} MiB",
+        pings.len(),
+        if busy.is_empty() {
+            0.0
+        } else {
+            percentile(&mut busy, 50.0)
+        },
+        if busy.is_empty() {
+            0.0
+        } else {
+            percentile(&mut busy, 99.0)
+        },
+        server.peak_rss_kib() / 1024
+    );
+    assert!(ping_p99 < 2.0, "/ping p99 {ping_p99} s");
+    assert!(
+        server.peak_rss_kib() < PEAK_RSS_KIB,
+        "peak RSS {} KiB",
+        server.peak_rss_kib()
+    );
+    assert!(server.temp_files().is_empty(), "{:?}", server.temp_files());
+    let metrics = server.get("/metrics").body;
+    let counted: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("mica_requests_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, REQUESTS as u64, "{metrics}");
+}
+
+/// A recording of `repeat` times the pyannote sample (30 s each), as WAV bytes.
+fn long_recording(repeat: usize) -> Vec<u8> {
+    let mut reader = hound::WavReader::open(sample("pyannote-sample", "sample.wav")).unwrap();
+    let spec = reader.spec();
+    let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut out, spec).unwrap();
+    for _ in 0..repeat {
+        for &s in &samples {
+            writer.write_sample(s).unwrap();
+        }
+    }
+    writer.finalize().unwrap();
+    out.into_inner()
+}
+
+/// Waits until the server is analysing something.
+fn wait_running(server: &Server) {
+    let t = Instant::now();
+    while !server.get("/metrics").body.contains("mica_running 1") {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the request never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for the server to exit; the seconds it took.
+fn wait_exit(server: &mut Server, within: Duration) -> f64 {
+    let t = Instant::now();
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            return t.elapsed().as_secs_f64();
+        }
+        assert!(
+            t.elapsed() < within,
+            "still running {} s after SIGTERM",
+            within.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_finishes_or_cancels_the_request_in_flight_and_exits() {
+    // 90 s: about 9 s of analysis on 2 threads, well inside the drain time.
+    let recording = long_recording(3);
+    // Enough drain time: the request in flight finishes and is answered.
+    let mut server = Server::start(&["--tasks", "vad,asr"]);
+    std::thread::scope(|s| {
+        let request =
+            s.spawn(|| server.post("/invocations", &[("Content-Type", "audio/wav")], &recording));
+        wait_running(&server);
+        server.terminate();
+        let a = request.join().unwrap();
+        let doc = a.json();
+        assert!(
+            doc["transcript"]["segments"]
+                .as_array()
+                .is_some_and(|s| s.len() > 10)
+        );
+    });
+    let exit = wait_exit(&mut server, Duration::from_secs(25));
+    eprintln!("drained and exited {exit:.1} s after the answer");
+    assert!(server.temp_files().is_empty(), "{:?}", server.temp_files());
+
+    // A drain shorter than the analysis: it is cancelled, answered 503, and the server
+    // exits long before SageMaker's 30 s.
+    let mut server = Server::start(&["--tasks", "vad,asr", "--drain", "1"]);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let request =
+            s.spawn(|| server.post("/invocations", &[("Content-Type", "audio/wav")], &recording));
+        wait_running(&server);
+        server.terminate();
+        let a = request.join().unwrap();
+        assert_eq!(
+            (a.status, a.code().as_str()),
+            (503, "shutting_down"),
+            "{}",
+            a.body
+        );
+    });
+    let exit = wait_exit(&mut server, Duration::from_secs(25));
+    eprintln!(
+        "cancelled and exited {:.1} s after SIGTERM",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(exit < 10.0);
+    assert!(server.temp_files().is_empty(), "{:?}", server.temp_files());
+}

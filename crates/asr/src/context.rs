@@ -16,6 +16,11 @@ use crate::words::{WordAligner, last_word_end};
 /// Called with the seconds of audio done before each window; `false` cancels.
 pub type Observer<'a> = &'a (dyn Fn(f64) -> bool + Sync);
 
+/// Called with each segment as soon as its window is decoded (before the transcription
+/// ends): the times are the input's, the speaker is not set. In the VAD-batched mode
+/// segments come in the order their chunks finish, not in time order.
+pub type SegmentSink<'a> = &'a (dyn Fn(&mica_core::document::Segment) + Sync);
+
 /// The network, tokenizer, options and language one transcription decodes with.
 #[derive(Clone, Copy)]
 pub struct DecodeContext<'a> {
@@ -31,6 +36,8 @@ pub struct DecodeContext<'a> {
     pub language_code: &'a str,
     /// Progress and cancellation.
     pub observer: Observer<'a>,
+    /// Each segment as it is decoded.
+    pub on_segment: SegmentSink<'a>,
 }
 
 impl std::fmt::Debug for DecodeContext<'_> {
@@ -65,6 +72,11 @@ impl<'a> DecodeContext<'a> {
         } else {
             Err(AsrError::Cancelled)
         }
+    }
+
+    /// Hands a kept segment to the sink.
+    pub fn emit(&self, segment: &RawSegment) {
+        (self.on_segment)(&segment.to_segment());
     }
 
     /// The window decoder of these options.

@@ -54,7 +54,7 @@ pub mod wer;
 mod words;
 
 pub use config::WhisperConfig;
-pub use context::Observer;
+pub use context::{Observer, SegmentSink};
 pub use decode::{DecodeOptions, Task};
 pub use error::AsrError;
 pub use mel::{LogMel, Mel, mel_batch, mel_window};

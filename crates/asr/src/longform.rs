@@ -85,6 +85,7 @@ impl SeekTranscriber<'_> {
                     continue;
                 }
                 all_tokens.extend_from_slice(&s.tokens);
+                ctx.emit(&s);
                 segments.push(s);
             }
             if !o.condition_on_previous_text || result.temperature > o.prompt_reset_on_temperature {

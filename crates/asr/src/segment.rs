@@ -118,3 +118,18 @@ pub(crate) fn window_segments(
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
+
+impl RawSegment {
+    /// The document's segment (no speaker yet).
+    pub fn to_segment(&self) -> mica_core::document::Segment {
+        mica_core::document::Segment {
+            start: self.start,
+            end: self.end,
+            text: self.text.clone(),
+            speaker: None,
+            words: self.words.clone(),
+            avg_logprob: self.avg_logprob,
+            no_speech_prob: self.no_speech_prob,
+        }
+    }
+}

@@ -5,13 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Device;
-use mica_core::document::{Segment, Transcript};
+use mica_core::document::Transcript;
 #[cfg(feature = "media")]
 use mica_media::AudioStream;
 use mica_vad::{SileroVad, Vad};
 
 use crate::AsrError;
-use crate::context::{DecodeContext, Observer};
+use crate::context::{DecodeContext, Observer, SegmentSink};
 use crate::decode::{Task, detect_language};
 use crate::longform::SeekTranscriber;
 use crate::mel::{LogMel, SAMPLE_RATE, WINDOW_FRAMES, mel_windows};
@@ -106,13 +106,34 @@ impl Transcriber {
         options: &TranscribeOptions,
         observer: Observer<'_>,
     ) -> Result<Transcript, AsrError> {
+        self.transcribe_streamed(samples, options, observer, &|_| {})
+    }
+
+    /// [`Transcriber::transcribe_observed`], also handing each segment to `on_segment`
+    /// as soon as its window is decoded, so a caller can show text long before the end.
+    pub fn transcribe_streamed(
+        &self,
+        samples: &[f32],
+        options: &TranscribeOptions,
+        observer: Observer<'_>,
+        on_segment: SegmentSink<'_>,
+    ) -> Result<Transcript, AsrError> {
         options.validate()?;
         let duration = samples.len() as f64 / SAMPLE_RATE as f64;
         let (language, language_token) = self.language(samples, options)?;
         let segments = if samples.len() < crate::mel::HOP {
             Vec::new()
         } else if options.vad {
-            self.run_vad_batched(samples, options, language_token, &language, observer)?
+            let context = DecodeContext {
+                model: &self.model,
+                tokenizer: &self.tokenizer,
+                options,
+                language: language_token,
+                language_code: &language,
+                observer,
+                on_segment,
+            };
+            self.run_vad_batched(samples, context)?
         } else {
             let mel = self.mel.compute(samples)?;
             SeekTranscriber {
@@ -123,6 +144,7 @@ impl Transcriber {
                     language: language_token,
                     language_code: &language,
                     observer,
+                    on_segment,
                 },
             }
             .run(&mel)?
@@ -130,7 +152,7 @@ impl Transcriber {
         Ok(Transcript {
             language,
             duration,
-            segments: segments.into_iter().map(to_segment).collect(),
+            segments: segments.iter().map(RawSegment::to_segment).collect(),
         })
     }
 
@@ -202,11 +224,9 @@ impl Transcriber {
     fn run_vad_batched(
         &self,
         samples: &[f32],
-        options: &TranscribeOptions,
-        language_token: Option<u32>,
-        language: &str,
-        observer: Observer<'_>,
+        context: DecodeContext<'_>,
     ) -> Result<Vec<RawSegment>, AsrError> {
+        let options = context.options;
         let vad_model = self.vad.clone().ok_or_else(|| {
             crate::error::invalid_option(
                 "the VAD-batched mode needs the Silero VAD weights: load them with \
@@ -222,28 +242,9 @@ impl Transcriber {
             "speech regions merged into chunks"
         );
         BatchedTranscriber {
-            context: DecodeContext {
-                model: &self.model,
-                tokenizer: &self.tokenizer,
-                options,
-                language: language_token,
-                language_code: language,
-                observer,
-            },
+            context,
             mel: &self.mel,
         }
         .run(samples, &chunks)
-    }
-}
-
-fn to_segment(s: RawSegment) -> Segment {
-    Segment {
-        start: s.start,
-        end: s.end,
-        text: s.text,
-        speaker: None,
-        words: s.words,
-        avg_logprob: s.avg_logprob,
-        no_speech_prob: s.no_speech_prob,
     }
 }

@@ -257,6 +257,7 @@ impl BatchedTranscriber<'_> {
                     if conditioned {
                         lane.tokens.extend_from_slice(&s.tokens);
                     }
+                    self.context.emit(&s);
                     segments.push(s);
                 }
                 if conditioned && result.temperature > o.prompt_reset_on_temperature {

@@ -341,6 +341,9 @@ fn garbage(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// A bad request and its answer: path, headers, body, status, error code.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
+
 /// Sends a POST /invocations by hand (`headers` end in CRLF each) with `body`, then
 /// reads the reply; `close` shuts the sending side after the body.
 fn raw(server: &Server, headers: &str, body: &[u8], close: bool) -> String {
@@ -376,7 +379,7 @@ fn every_bad_input_is_a_client_error_and_the_server_stays_up() {
     ]);
     let octet = [("Content-Type", "application/octet-stream")];
     let text_art = "hello, this is not media at all\n".repeat(200);
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "/invocations",
             octet.to_vec(),
@@ -773,4 +776,78 @@ fn sigterm_finishes_or_cancels_the_request_in_flight_and_exits() {
     );
     assert!(exit < 10.0);
     assert!(server.temp_files().is_empty(), "{:?}", server.temp_files());
+}
+
+#[test]
+fn the_response_stream_sends_segments_before_the_document() {
+    let server = Server::start(&["--tasks", "vad,asr,diarize"]);
+    let recording = long_recording(3);
+    let t = Instant::now();
+    let response = ureq::post(&server.url("/invocations-response-stream"))
+        .set("Content-Type", "audio/wav")
+        .set("X-Amzn-SageMaker-Custom-Attributes", "tasks=asr,diarize")
+        .send_bytes(&recording)
+        .unwrap();
+    assert_eq!(response.content_type(), "application/x-ndjson");
+    assert_eq!(
+        response.header("x-amzn-sagemaker-custom-attributes"),
+        Some("tasks=asr,diarize")
+    );
+    let mut events = Vec::new();
+    let mut first_segment = None;
+    for line in BufReader::new(response.into_reader()).lines() {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "segment" && first_segment.is_none() {
+            first_segment = Some(t.elapsed().as_secs_f64());
+        }
+        events.push(event);
+    }
+    let total = t.elapsed().as_secs_f64();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    eprintln!(
+        "{} lines; first segment after {:.1} s, document after {total:.1} s",
+        kinds.len(),
+        first_segment.unwrap_or(f64::NAN)
+    );
+    assert_eq!(kinds.last(), Some(&"analysis"), "{kinds:?}");
+    assert!(
+        kinds.iter().filter(|k| **k == "segment").count() >= 10,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"progress"), "{kinds:?}");
+    let doc = &events.last().unwrap()["analysis"];
+    let text = doc["transcript"]["segments"].as_array().unwrap();
+    // Every word of the document was streamed before it (the document's segments are
+    // split where the speaker changes).
+    let streamed: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "segment")
+        .flat_map(|e| e["segment"]["words"].as_array().unwrap())
+        .collect();
+    for word in text.iter().flat_map(|s| s["words"].as_array().unwrap()) {
+        let start = word["start"].as_f64().unwrap();
+        assert!(
+            streamed.iter().any(|w| w["text"] == word["text"]
+                && (w["start"].as_f64().unwrap() - start).abs() < 0.05),
+            "{word} not streamed"
+        );
+    }
+    assert!(doc["speakers"].as_array().is_some_and(|s| !s.is_empty()));
+
+    // Bad media is a plain error answer, not a stream.
+    let a = server.post(
+        "/invocations-response-stream",
+        &[("Content-Type", "application/octet-stream")],
+        &garbage(50_000, 5),
+    );
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (400, "bad_media"),
+        "{}",
+        a.body
+    );
+    server.ping_ok();
 }

@@ -529,8 +529,8 @@ impl Analyzer {
     /// (more as the list runs out), so fifty short clips keep every core busy instead of
     /// queuing behind each other. `done` is called from the working threads as each input
     /// finishes, with the input's index and its result; a failed input does not stop the
-    /// others. `control`'s token cancels every input; its progress callback is not called
-    /// (`done` is the progress of a batch).
+    /// others. `control`'s token cancels every input; its progress and segment callbacks
+    /// are not called (`done` is the progress of a batch).
     pub fn analyze_batch(
         &self,
         inputs: &[PathBuf],
@@ -549,6 +549,7 @@ impl Analyzer {
         let running = AtomicUsize::new(0);
         let quiet = RunControl {
             progress: None,
+            segments: None,
             cancel: control.cancel.clone(),
         };
         std::thread::scope(|s| {

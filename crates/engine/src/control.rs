@@ -53,11 +53,19 @@ impl CancelToken {
 /// A progress callback, called from the threads doing the work.
 pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 
+/// A transcript segment callback, called from the threads doing the work as soon as each
+/// segment is decoded: times are the input's, no speaker is set yet (speakers are
+/// clustered once at the end), and parts decoded side by side interleave. The final
+/// [`crate::Analysis`] is what counts: segments at a part's edge may be joined there.
+pub type SegmentFn = Arc<dyn Fn(&mica_core::document::Segment) + Send + Sync>;
+
 /// How one call of [`crate::Analyzer::analyze_with`] is watched and steered.
 #[derive(Clone, Default)]
 pub struct RunControl {
     /// Called as each stage advances.
     pub progress: Option<ProgressFn>,
+    /// Called with each transcript segment as it is decoded.
+    pub segments: Option<SegmentFn>,
     /// Stops the analysis when cancelled.
     pub cancel: CancelToken,
 }
@@ -66,6 +74,7 @@ impl std::fmt::Debug for RunControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunControl")
             .field("progress", &self.progress.is_some())
+            .field("segments", &self.segments.is_some())
             .field("cancel", &self.cancel)
             .finish()
     }

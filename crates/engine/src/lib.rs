@@ -29,7 +29,7 @@ mod stitch;
 
 pub use analyzer::{Analyzer, Input, MIN_PART_SECONDS};
 pub use builder::{AnalyzerBuilder, DEFAULT_PART_SECONDS, Task};
-pub use control::{CancelToken, Progress, ProgressFn, RunControl, Stage};
+pub use control::{CancelToken, Progress, ProgressFn, RunControl, SegmentFn, Stage};
 pub use error::Error;
 pub use fanout::{PartKind, PartResult, PartSize, Plan, PlannedPart};
 pub use mica_asr::{Precision, TranscribeOptions};

@@ -342,8 +342,22 @@ impl Analyzer {
                 !abort.load(Ordering::Relaxed)
                     && control.report(Stage::Asr, total, duration).is_ok()
             };
+            // Segments go out on the input's timeline as each window is decoded.
+            let offset = part.start as f64 / SAMPLE_RATE;
+            let on_segment = |segment: &mica_core::document::Segment| {
+                if let Some(sink) = &control.segments {
+                    let mut segment = segment.clone();
+                    segment.start += offset;
+                    segment.end += offset;
+                    for word in &mut segment.words {
+                        word.start += offset;
+                        word.end += offset;
+                    }
+                    sink(&segment);
+                }
+            };
             let transcript = transcriber
-                .transcribe_observed(samples, &self.transcribe, &observer)
+                .transcribe_streamed(samples, &self.transcribe, &observer, &on_segment)
                 .map_err(|e| match e {
                     mica_asr::AsrError::Cancelled => Error::Cancelled,
                     e => e.into(),

@@ -159,6 +159,7 @@ fn cancelling_stops_promptly() -> Res<()> {
                 })
             }),
             cancel: token,
+            ..RunControl::default()
         };
         let input = if stop_at == Stage::Shots {
             sample("opencv-video", "Megamind.avi")?
@@ -295,5 +296,67 @@ fn a_batch_gives_each_input_its_own_result() -> Res<()> {
         }
     });
     assert_eq!(cancelled.into_inner(), inputs.len());
+    Ok(())
+}
+
+#[test]
+fn segments_stream_out_as_decoded_and_views_narrow_the_tasks() -> Res<()> {
+    let analyzer = analyzer()?;
+    // Two parts (70 s of the pyannote sample and JFK), so segments of both parts stream.
+    let pyannote = mica_media::load_all(&sample("pyannote-sample", "sample.wav")?)?.samples;
+    let jfk = mica_media::load_all(&sample("jfk", "jfk.wav")?)?.samples;
+    let mut samples = pyannote.clone();
+    samples.extend_from_slice(&jfk);
+    samples.extend_from_slice(&pyannote);
+    let view = analyzer.with_tasks([Task::Asr])?.with_threads(2);
+    assert_eq!(view.tasks(), &[Task::Asr]);
+    let streamed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let control = RunControl {
+        segments: Some({
+            let streamed = Arc::clone(&streamed);
+            Arc::new(move |s: &mica_core::document::Segment| {
+                streamed.lock().unwrap().push(s.clone())
+            })
+        }),
+        ..RunControl::default()
+    };
+    let analysis = view.analyze_with(&samples[..], &control)?;
+    assert!(analysis.speakers.is_none() && analysis.speech.is_none());
+    let mut streamed = streamed.lock().unwrap().clone();
+    streamed.sort_by(|a, b| a.start.total_cmp(&b.start));
+    let transcript = analysis.transcript.expect("asr ran");
+    // Every final segment was streamed first, with its times on the input's timeline.
+    assert!(!transcript.segments.is_empty());
+    for segment in &transcript.segments {
+        assert!(
+            streamed.iter().any(|s| s.text == segment.text
+                && (s.start - segment.start).abs() < 0.05
+                && (s.end - segment.end).abs() < 0.05),
+            "{segment:?} was not streamed"
+        );
+    }
+    let jfk_start = pyannote.len() as f64 / 16_000.0;
+    assert!(
+        streamed
+            .iter()
+            .any(|s| s.text.to_lowercase().contains("ask not") && s.start >= jfk_start - 1.0),
+        "{streamed:?}"
+    );
+
+    // A view asks only for what was loaded.
+    let asr_only = builder()?.tasks([Task::Asr]).build()?;
+    let e = asr_only.with_tasks([Task::Diarize]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Options);
+    assert!(e.to_string().contains("diarize"), "{e}");
+    let e = asr_only
+        .with_diarize_options(DiarizeOptions::default())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Options);
+    let mut bad = TranscribeOptions::default();
+    bad.decode.beam_size = 0;
+    assert_eq!(
+        asr_only.with_transcribe_options(bad).unwrap_err().kind(),
+        ErrorKind::Options
+    );
     Ok(())
 }

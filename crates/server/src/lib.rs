@@ -1,5 +1,5 @@
 //! The HTTP server over the engine: SageMaker's bring-your-own-container contract
-//! (`/ping`, `/invocations`, `/execution-parameters`), Prometheus `/metrics`, bounded
+//! (`/ping`, `/invocations`, `/invocations-response-stream`, `/execution-parameters`), Prometheus `/metrics`, bounded
 //! admission and a graceful SIGTERM.
 //!
 //! One [`mica::Analyzer`] is loaded once (after the port is bound, so `/ping` can say 503
@@ -16,6 +16,7 @@ mod options;
 mod routes;
 mod serve;
 mod state;
+mod stream;
 mod upload;
 
 pub use config::ServerConfig;

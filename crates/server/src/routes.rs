@@ -30,6 +30,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/ping", get(ping))
         .route("/invocations", post(invocations))
+        .route(
+            "/invocations-response-stream",
+            post(crate::stream::invocations_stream),
+        )
         .route("/execution-parameters", get(execution_parameters))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -79,7 +83,7 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route; the routes are GET /ping, POST /invocations, GET /execution-parameters and GET /metrics",
+        "no such route; the routes are GET /ping, POST /invocations, POST /invocations-response-stream, GET /execution-parameters and GET /metrics",
     )
 }
 
@@ -275,12 +279,18 @@ impl Request {
         Ok((admission, analyzer, format, kind))
     }
 
+    /// The token that cancels this request's analysis.
+    pub(crate) fn cancel_token(&self) -> mica::CancelToken {
+        self.admission.cancel.clone()
+    }
+
     /// Waits for a worker and analyses the media there, within the server's time limit;
-    /// `control`'s progress callback (if any) is called from the worker.
+    /// the callbacks (if any) are called from the worker.
     pub(crate) async fn run_with(
         self,
         state: &Arc<AppState>,
         progress: Option<mica::ProgressFn>,
+        segments: Option<mica::SegmentFn>,
     ) -> Result<Analysis, ApiError> {
         let Request {
             admission,
@@ -292,6 +302,7 @@ impl Request {
         let analyzer = analyzer.with_threads(lane.threads);
         let control = RunControl {
             progress,
+            segments,
             cancel: admission.cancel.clone(),
         };
         let mut work = tokio::task::spawn_blocking(move || {
@@ -337,9 +348,9 @@ impl Request {
         }
     }
 
-    /// [`Request::run_with`] without progress.
+    /// [`Request::run_with`] without callbacks.
     pub(crate) async fn run(self, state: &Arc<AppState>) -> Result<Analysis, ApiError> {
-        self.run_with(state, None).await
+        self.run_with(state, None, None).await
     }
 }
 

@@ -106,7 +106,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         move || builder.build(),
         mica_server::termination(),
     ));
-    // Analyses cancelled at shutdown stop within a window; do not wait on one for ever.
-    runtime.shutdown_timeout(Duration::from_secs(2));
+    // Analyses cancelled at shutdown stop within a Whisper window; do not wait on one for
+    // ever (their uploads are already removed).
+    runtime.shutdown_timeout(Duration::from_secs(3));
     Ok(served?)
 }

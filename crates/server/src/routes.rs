@@ -152,7 +152,7 @@ enum Source {
     // The document names an upload `upload`, and a file the path the client gave, never
     // a server-side path.
     /// The body, spooled to a temporary file (removed when this drops).
-    Upload(NamedTempFile),
+    Upload(Spooled),
     /// A file under the server's input root, and the path the client asked for.
     File(PathBuf, PathBuf),
 }
@@ -160,7 +160,7 @@ enum Source {
 impl Source {
     fn path(&self) -> &Path {
         match self {
-            Source::Upload(file) => file.path(),
+            Source::Upload(spooled) => spooled.file.path(),
             Source::File(path, _) => path,
         }
     }
@@ -179,6 +179,19 @@ enum BodyKind {
     Media,
     /// JSON naming a file under the input root.
     Json,
+}
+
+/// An upload's temporary file, removed when dropped; the server also knows it, so one
+/// still held by an analysis abandoned at shutdown is removed when the server stops.
+struct Spooled {
+    file: NamedTempFile,
+    state: Arc<AppState>,
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        self.state.untrack_upload(self.file.path());
+    }
 }
 
 /// One admitted invocation, read and checked, not yet analysed.
@@ -315,22 +328,29 @@ impl Request {
             drop(source);
             result
         });
-        let joined = match state.config.time_limit {
-            Some(limit) => match tokio::time::timeout(limit, &mut work).await {
-                Ok(joined) => joined,
-                Err(_) => {
-                    admission.cancel.cancel();
-                    return Err(ApiError::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "time_limit",
-                        format!(
-                            "the analysis took longer than this server's limit of {} s and was cancelled",
-                            limit.as_secs_f64()
-                        ),
-                    ));
-                }
-            },
-            None => work.await,
+        let limit = async {
+            match state.config.time_limit {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        // A cancelled analysis stops at its next check (within a Whisper window); the
+        // client is answered now, not then.
+        let joined = tokio::select! {
+            joined = &mut work => joined,
+            () = limit => {
+                admission.cancel.cancel();
+                let limit = state.config.time_limit.unwrap_or_default();
+                return Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "time_limit",
+                    format!(
+                        "the analysis took longer than this server's limit of {} s and was cancelled",
+                        limit.as_secs_f64()
+                    ),
+                ));
+            }
+            () = state.past_deadline() => return Err(shutting_down()),
         };
         let result =
             joined.map_err(|e| ApiError::internal(format!("the analysis worker failed: {e}")))?;
@@ -339,11 +359,7 @@ impl Request {
                 state.metrics.analysed(analysis.media.duration);
                 Ok(analysis)
             }
-            Err(mica::Error::Cancelled) if state.draining() => Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the server shut down before the analysis finished; send it again",
-            )),
+            Err(mica::Error::Cancelled) if state.draining() => Err(shutting_down()),
             Err(e) => Err(e.into()),
         }
     }
@@ -354,7 +370,16 @@ impl Request {
     }
 }
 
-async fn spool(state: &AppState, body: Body) -> Result<Source, ApiError> {
+/// The answer to a request whose analysis the shutdown cancelled.
+fn shutting_down() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        "the server shut down before the analysis finished; send it again",
+    )
+}
+
+async fn spool(state: &Arc<AppState>, body: Body) -> Result<Source, ApiError> {
     let config = &state.config;
     let file = upload::spool(
         body,
@@ -363,7 +388,11 @@ async fn spool(state: &AppState, body: Body) -> Result<Source, ApiError> {
         config.temp_dir.as_deref(),
     )
     .await?;
-    Ok(Source::Upload(file))
+    state.track_upload(file.path());
+    Ok(Source::Upload(Spooled {
+        file,
+        state: Arc::clone(state),
+    }))
 }
 
 /// The file a JSON `{"path": ...}` body names, which must lie under the input root, and

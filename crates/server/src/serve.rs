@@ -127,6 +127,10 @@ where
         served = server.into_future() => served.map_err(ServeError::Io)?,
         () = deadline => tracing::warn!("connections still open past the drain deadline; stopping"),
     }
+    let left = state.remove_uploads();
+    if left > 0 {
+        tracing::warn!("removed {left} uploads of analyses abandoned at shutdown");
+    }
     if loading.is_finished() {
         match loading.await {
             Ok(Err(e)) => return Err(ServeError::Load(e)),

@@ -30,8 +30,12 @@ pub struct AppState {
     /// Cancel tokens of the analyses in flight, by request number.
     inflight: Mutex<HashMap<u64, CancelToken>>,
     next_id: AtomicU64,
+    /// Uploads spooled to temporary files and not yet removed.
+    uploads: Mutex<std::collections::HashSet<std::path::PathBuf>>,
     /// SIGTERM arrived: no new invocation is admitted.
     draining: AtomicBool,
+    /// Set at the drain deadline: requests still waiting on an analysis answer at once.
+    deadline: tokio::sync::watch::Sender<bool>,
     /// The counters `/metrics` shows.
     pub metrics: Metrics,
 }
@@ -49,7 +53,9 @@ impl AppState {
             threads: threads.max(1),
             inflight: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            uploads: Mutex::default(),
             draining: AtomicBool::new(false),
+            deadline: tokio::sync::watch::Sender::new(false),
             metrics: Metrics::default(),
         }
     }
@@ -74,13 +80,48 @@ impl AppState {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    /// Cancels every analysis in flight.
+    /// Cancels every analysis in flight; requests waiting on one answer at once.
     pub fn cancel_all(&self) -> usize {
+        self.deadline.send_replace(true);
         let inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
         for token in inflight.values() {
             token.cancel();
         }
         inflight.len()
+    }
+
+    /// Notes an upload's temporary file.
+    pub fn track_upload(&self, path: &std::path::Path) {
+        self.uploads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(path.to_path_buf());
+    }
+
+    /// Forgets an upload's temporary file (removed by its owner).
+    pub fn untrack_upload(&self, path: &std::path::Path) {
+        self.uploads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(path);
+    }
+
+    /// Removes the temporary files of uploads still held (by analyses abandoned at
+    /// shutdown); returns how many.
+    pub fn remove_uploads(&self) -> usize {
+        let mut uploads = self.uploads.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = uploads.len();
+        for path in uploads.drain() {
+            let _ = std::fs::remove_file(path);
+        }
+        n
+    }
+
+    /// Completes once the drain deadline has passed.
+    pub async fn past_deadline(&self) {
+        let mut deadline = self.deadline.subscribe();
+        // The sender lives as long as the state, which outlives every request.
+        let _ = deadline.wait_for(|past| *past).await;
     }
 
     /// Analyses in flight now.

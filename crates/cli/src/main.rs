@@ -19,7 +19,26 @@ use clap::{Parser, Subcommand};
 
 /// Speech, speakers and shots from broadcast audio and video.
 #[derive(Debug, Parser)]
-#[command(name = "mica", version, about, propagate_version = true)]
+#[command(
+    name = "mica",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Examples:
+  mica models fetch
+  mica analyze news.mp4 --tasks vad,asr,diarize,shots --out-dir out/
+  mica transcribe interview.wav --model base --format srt -o interview.srt
+  mica serve --port 8080
+
+Exit codes:
+  0  success
+  1  the job failed: bad media, unknown model, a failed model or device (the last line
+     of standard error, `error: ...`, says what)
+  2  bad arguments (unknown flag, missing input, invalid value)
+
+Environment: MICA_MODELS, MICA_SAMPLES, MICA_PACKAGES (where models and media are kept),
+MICA_LOG (log filter, e.g. debug), MICA_CPU_TIER (portable, avx2, avx512, vnni)."
+)]
 struct Cli {
     /// Only print errors.
     #[arg(long, short, global = true)]
@@ -31,27 +50,67 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Fetch, list and verify models and test media.
+    #[command(after_help = "Examples:
+  mica models list
+  mica models fetch              (every model and test recording)
+  mica models fetch tiny.en base
+  mica models verify")]
     Models(models::ModelsArgs),
     /// Describe an input and check that every sample and frame decodes.
+    #[command(after_help = "Examples:
+  mica probe news.mp4
+  mica probe archive.mxf --no-decode -o probe.json")]
     Probe(probe::ProbeArgs),
     /// Find where speech is (Silero VAD v6).
+    #[command(after_help = "Examples:
+  mica vad interview.wav
+  mica vad news.mp4 --threshold 0.6 --format rttm -o speech.rttm")]
     Vad(vad::VadArgs),
     /// Find shot boundaries and transitions (TransNetV2).
+    #[command(after_help = "Examples:
+  mica shots film.mp4 --format csv -o shots.csv
+  mica shots film.mp4 --format edl --thumbnails thumbs/")]
     Shots(shots::ShotsArgs),
     /// Find who spoke when (speaker diarization, overlap-aware).
+    #[command(after_help = "Examples:
+  mica diarize debate.wav --format rttm -o debate.rttm
+  mica diarize panel.mp4 --min-speakers 2 --max-speakers 6")]
     Diarize(diarize::DiarizeArgs),
     /// Every task in one pass: speech, words, speakers and shots (the engine's Analyzer).
+    #[command(after_help = "Examples:
+  mica analyze news.mp4 --format srt -o news.srt
+  mica analyze news.mp4 --tasks vad,asr,diarize,shots --out-dir out/
+  mica analyze a.mp4 b.mp4 c.wav --model base --precision q8 --out-dir out/")]
     Analyze(analyze::AnalyzeArgs),
     /// Speech to text with Whisper (tiny.en, base, any Hugging Face Whisper checkpoint).
+    #[command(after_help = "Examples:
+  mica transcribe jfk.wav
+  mica transcribe show.mp4 --model base --language fr --format vtt -o show.vtt
+  mica transcribe long.wav --vad --precision q8 --format txt")]
     Transcribe(transcribe::TranscribeArgs),
     /// Cut one input into parts for `run-part` elsewhere (writes plan.json).
+    #[command(after_help = "Examples:
+  mica plan film.mp4 --parts 8 -o plan.json
+  mica run-part plan.json --index 3 -o part-3.json    (on any machine, any order)
+  mica merge plan.json part-*.json --format srt -o film.srt")]
     Plan(fanout::PlanArgs),
     /// Analyse one part of a plan (writes its result for `merge`).
+    #[command(after_help = "Examples:
+  mica run-part plan.json --index 0 -o part-0.json
+  mica run-part plan.json --index \"$JOB_COMPLETION_INDEX\" -o \"part-$JOB_COMPLETION_INDEX.json\"")]
     RunPart(fanout::RunPartArgs),
     /// Join every part's result of a plan into the analysis document.
+    #[command(after_help = "Examples:
+  mica merge plan.json part-*.json -o film.analysis.json
+  mica merge plan.json part-*.json --format rttm -o film.rttm")]
     Merge(fanout::MergeArgs),
     /// Serve the analysis over HTTP: SageMaker's bring-your-own-container contract
     /// (/ping, /invocations, /execution-parameters) and /metrics.
+    #[command(after_help = "Examples:
+  mica serve                                  (0.0.0.0:8080, or SAGEMAKER_BIND_TO_PORT)
+  mica serve --tasks vad,asr,diarize,shots --model base --workers 2
+  curl -H 'Content-Type: audio/wav' -H 'Accept: text/vtt' --data-binary @jfk.wav \\
+    localhost:8080/invocations")]
     Serve(serve::ServeArgs),
 }
 

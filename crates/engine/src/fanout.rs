@@ -134,6 +134,13 @@ impl Analyzer {
                 )));
             }
         };
+        // Evened out as `analyze` does (no short tail part), so a plan of parts of S
+        // seconds cuts where `analyze` with one worker and parts of S seconds cuts.
+        let seconds = if duration > 0.0 {
+            duration / (duration / seconds).round().max(1.0)
+        } else {
+            seconds
+        };
         let mut warnings = Vec::new();
         let mut parts = Vec::new();
         let (mut samples, mut speech) = (0, Vec::new());

@@ -77,6 +77,10 @@ class Analysis:
         """The document as JSON, exactly as ``mica analyze`` writes it."""
         return self._native.to_json()
 
+    def render(self, format: str) -> str:
+        """The document in ``format``: json, srt, vtt, txt, rttm, csv or edl."""
+        return self._native.render(format)
+
     def to_srt(self) -> str:
         """SubRip subtitles (needs the asr task)."""
         return self._native.render("srt")

@@ -220,7 +220,7 @@ impl Analyzer {
     }
 
     /// The CPU threads one call uses.
-    fn call_threads(&self) -> usize {
+    pub(crate) fn call_threads(&self) -> usize {
         self.threads.unwrap_or_else(mica_core::device::threads)
     }
 

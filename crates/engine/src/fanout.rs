@@ -310,8 +310,22 @@ impl Analyzer {
             finished: 0.0,
             running: vec![0.0],
         });
-        let mut result =
-            self.analyze_part(&part, 0, &abort, &progress, plan.media.duration, control)?;
+        // On this analyzer's threads (see `Analyzer::with_threads`), not the whole process's:
+        // a fan-out runs one part per CPU side by side.
+        let threads = self.call_threads();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("mica-part-{i}"))
+            .build()
+            .map_err(|e| {
+                Error::Device(mica_core::device::DeviceError::Threads {
+                    requested: threads,
+                    reason: format!("a part's thread pool: {e}"),
+                })
+            })?;
+        let mut result = pool.install(|| {
+            self.analyze_part(&part, 0, &abort, &progress, plan.media.duration, control)
+        })?;
         result.warnings = stream
             .warnings()
             .iter()

@@ -1,10 +1,9 @@
 """The Ray fan-out for real on a local cluster (127.0.0.1, 2 CPUs): three files (two
-recordings of about two minutes and a video) each merged equal to `mica analyze`, a bad
+recordings of about two minutes and a 34 s film) each merged equal to `mica analyze`, a bad
 file failing alone, and a worker killed mid-part whose part Ray runs again."""
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -49,7 +48,12 @@ def files(tmp_path_factory):
     write(d / "conversation.wav", [conversation, gap, jfk, gap, conversation, gap, conversation, gap, jfk])
     readings = sorted((SAMPLES / "librivox").glob("*.wav")) + sorted((SAMPLES / "cards").glob("*.wav"))
     write(d / "readings.wav", [p for _ in range(3) for r in readings for p in (read(r), gap[:8000])])
-    shutil.copy(SAMPLES / "opencv-video/Megamind.avi", d / "Megamind.avi")
+    # A film of 34 s: the Megamind clip three times over (re-encoded, so the copies join).
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-stream_loop", "2", "-i", SAMPLES / "opencv-video/Megamind.avi",
+         "-c:v", "mpeg4", "-q:v", "5", "-c:a", "aac", "-b:a", "96k", "-y", d / "film.mp4"],
+        check=True,
+    )
     (d / "broken.mp4").write_bytes(os.urandom(300_000))
     return d
 
@@ -58,7 +62,7 @@ def files(tmp_path_factory):
 def expected(files):
     """What `mica analyze` gives for each good file, cut as the plan cuts."""
     out = {}
-    for name in ("conversation.wav", "readings.wav", "Megamind.avi"):
+    for name in ("conversation.wav", "readings.wav", "film.mp4"):
         run = subprocess.run(
             [CLI, "analyze", files / name, "--tasks", TASKS, "--part-seconds", PART_SECONDS,
              "--workers", "1", "-q"],
@@ -102,17 +106,17 @@ def same_as_analyze(out, expected, stem):
 
 
 def test_files_fan_out_and_equal_analyze(cluster, files, expected, tmp_path):
-    inputs = [files / n for n in ("conversation.wav", "readings.wav", "Megamind.avi", "broken.mp4")]
+    inputs = [files / n for n in ("conversation.wav", "readings.wav", "film.mp4", "broken.mp4")]
     run = subprocess.run(driver(cluster, tmp_path, inputs), capture_output=True, text=True, timeout=600)
     assert run.returncode == 1, run.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     broken = report[str(files / "broken.mp4")]
     assert not broken["ok"] and "MediaError" in broken["error"]
-    for stem in ("conversation", "readings", "Megamind"):
+    for stem in ("conversation", "readings", "film"):
         entry = next(v for k, v in report.items() if Path(k).stem == stem)
         assert entry["ok"], entry
         same_as_analyze(tmp_path, expected, stem)
-    assert (tmp_path / "Megamind.edl").exists() and (tmp_path / "conversation.srt").exists()
+    assert (tmp_path / "film.edl").exists() and (tmp_path / "conversation.srt").exists()
     assert report[str(files / "conversation.wav")]["parts"] == 2
 
 

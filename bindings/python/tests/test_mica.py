@@ -188,3 +188,22 @@ def test_plan_run_part_merge(analyzer, tmp_path):
         analyzer.merge(plan, results[:1])
     with pytest.raises(mica.InputError):
         analyzer.run_part({"not": "a plan"}, 0)
+
+
+def test_module_level_fan_out(tmp_path):
+    pieces = [samples_of(sample("pyannote-sample", "sample.wav")), samples_of(sample("jfk", "jfk.wav"))]
+    path = tmp_path / "long.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        audio = np.concatenate([pieces[0], pieces[1], pieces[0]])
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    p = mica.plan(path, parts=2, tasks=["vad", "asr"], beam_size=1)
+    assert p["tasks"] == ["vad", "asr"] and len(p["parts"]) == 2
+    # The plan travels as JSON; its options come with it.
+    p = json.loads(json.dumps(p))
+    merged = mica.merge(p, [mica.run_part(p, i) for i in range(2)])
+    assert "my fellow americans" in text(merged).lower() and merged.speakers is None
+    whole = mica.Analyzer(tasks=["vad", "asr"], beam_size=1, part_seconds=35.5, workers=1).analyze(path)
+    assert text(merged) == text(whole)

@@ -44,6 +44,9 @@ __all__ = [
     "OptionsError",
     "UnknownModelError",
     "diarize",
+    "merge",
+    "plan",
+    "run_part",
     "shots",
     "transcribe",
     "vad",
@@ -260,3 +263,29 @@ def diarize(media: Media, **options: Any) -> List[Dict[str, Any]]:
 def shots(media: Union[str, "os.PathLike[str]", bytes], **options: Any) -> Optional[Dict[str, Any]]:
     """Where the picture cuts: shots with frames and seconds (None without video)."""
     return _one_task("shots", media, **options).shots
+
+
+def plan(path: Union[str, "os.PathLike[str]"], parts: Optional[int] = None,
+         part_seconds: Optional[float] = None, **options: Any) -> Dict[str, Any]:
+    """Cuts a media file into parts (see :meth:`Analyzer.plan`); ``options`` are the
+    :class:`Analyzer`'s (tasks, model, ...), kept in the plan for the parts."""
+    analyzer = Analyzer(**options)
+    out = analyzer.plan(path, parts=parts, part_seconds=part_seconds)
+    out.setdefault("settings", {})["python"] = json.dumps(options, sort_keys=True)
+    return out
+
+
+def _planned_analyzer(plan_: Dict[str, Any]) -> Analyzer:
+    options = json.loads(plan_.get("settings", {}).get("python", "{}"))
+    options["tasks"] = plan_["tasks"]
+    return Analyzer(**options)
+
+
+def run_part(plan_: Dict[str, Any], index: int) -> Dict[str, Any]:
+    """Runs part ``index`` of a plan :func:`plan` made, with the plan's options."""
+    return _planned_analyzer(plan_).run_part(plan_, index)
+
+
+def merge(plan_: Dict[str, Any], parts: Sequence[Dict[str, Any]]) -> Analysis:
+    """Joins every part's result of a plan :func:`plan` made into the analysis."""
+    return _planned_analyzer(plan_).merge(plan_, parts)

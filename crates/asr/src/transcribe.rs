@@ -121,33 +121,22 @@ impl Transcriber {
         options.validate()?;
         let duration = samples.len() as f64 / SAMPLE_RATE as f64;
         let (language, language_token) = self.language(samples, options)?;
+        let context = DecodeContext {
+            model: &self.model,
+            tokenizer: &self.tokenizer,
+            options,
+            language: language_token,
+            language_code: &language,
+            observer,
+            on_segment,
+        };
         let segments = if samples.len() < crate::mel::HOP {
             Vec::new()
         } else if options.vad {
-            let context = DecodeContext {
-                model: &self.model,
-                tokenizer: &self.tokenizer,
-                options,
-                language: language_token,
-                language_code: &language,
-                observer,
-                on_segment,
-            };
             self.run_vad_batched(samples, context)?
         } else {
             let mel = self.mel.compute(samples)?;
-            SeekTranscriber {
-                context: DecodeContext {
-                    model: &self.model,
-                    tokenizer: &self.tokenizer,
-                    options,
-                    language: language_token,
-                    language_code: &language,
-                    observer,
-                    on_segment,
-                },
-            }
-            .run(&mel)?
+            SeekTranscriber { context }.run(&mel)?
         };
         Ok(Transcript {
             language,

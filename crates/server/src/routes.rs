@@ -103,7 +103,7 @@ async fn invocations(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let mut response = match invoke(&state, query.as_deref(), &headers, body).await {
+    let response = match invoke(&state, query.as_deref(), &headers, body).await {
         Ok(response) => response,
         Err(e) => {
             if e.status.is_server_error() {
@@ -114,6 +114,17 @@ async fn invocations(
             e.into_response()
         }
     };
+    answered(&state, &headers, started, response)
+}
+
+/// What every invocation's answer gets: the custom attributes echoed, and its count in
+/// the metrics.
+pub(crate) fn answered(
+    state: &AppState,
+    headers: &HeaderMap,
+    started: Instant,
+    mut response: Response,
+) -> Response {
     if let Some(attributes) = headers.get(CUSTOM_ATTRIBUTES) {
         response
             .headers_mut()

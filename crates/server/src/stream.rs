@@ -14,7 +14,7 @@ use mica::{CancelToken, Progress, Stage};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
-use crate::routes::{CUSTOM_ATTRIBUTES, Request};
+use crate::routes::{Request, answered};
 use crate::state::AppState;
 
 /// Content type of the stream: one JSON document per line.
@@ -47,19 +47,11 @@ pub async fn invocations_stream(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let mut response = match stream(&state, query.as_deref(), &headers, body).await {
+    let response = match stream(&state, query.as_deref(), &headers, body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     };
-    if let Some(attributes) = headers.get(CUSTOM_ATTRIBUTES) {
-        response
-            .headers_mut()
-            .insert(CUSTOM_ATTRIBUTES, attributes.clone());
-    }
-    state
-        .metrics
-        .answered(response.status().as_u16(), started.elapsed().as_secs_f64());
-    response
+    answered(&state, &headers, started, response)
 }
 
 async fn stream(

@@ -731,13 +731,14 @@ fn wait_exit(server: &mut Server, within: Duration) -> f64 {
 
 #[test]
 fn sigterm_finishes_or_cancels_the_request_in_flight_and_exits() {
-    // 90 s: about 9 s of analysis on 2 threads, well inside the drain time.
-    let recording = long_recording(3);
+    // 30 s: about 3 s of analysis on 2 threads (several times that while the other tests
+    // load the CPU), inside the drain time.
+    let short = long_recording(1);
     // Enough drain time: the request in flight finishes and is answered.
     let mut server = Server::start(&["--tasks", "vad,asr"]);
     std::thread::scope(|s| {
         let request =
-            s.spawn(|| server.post("/invocations", &[("Content-Type", "audio/wav")], &recording));
+            s.spawn(|| server.post("/invocations", &[("Content-Type", "audio/wav")], &short));
         wait_running(&server);
         server.terminate();
         let a = request.join().unwrap();
@@ -745,15 +746,16 @@ fn sigterm_finishes_or_cancels_the_request_in_flight_and_exits() {
         assert!(
             doc["transcript"]["segments"]
                 .as_array()
-                .is_some_and(|s| s.len() > 10)
+                .is_some_and(|s| s.len() > 3)
         );
     });
     let exit = wait_exit(&mut server, Duration::from_secs(25));
     eprintln!("drained and exited {exit:.1} s after the answer");
     assert!(server.temp_files().is_empty(), "{:?}", server.temp_files());
 
-    // A drain shorter than the analysis: it is cancelled, answered 503, and the server
-    // exits long before SageMaker's 30 s.
+    // A drain shorter than the analysis (90 s of audio): it is cancelled, answered 503,
+    // and the server exits long before SageMaker's 30 s.
+    let recording = long_recording(3);
     let mut server = Server::start(&["--tasks", "vad,asr", "--drain", "1"]);
     let t = Instant::now();
     std::thread::scope(|s| {

@@ -853,3 +853,64 @@ fn the_response_stream_sends_segments_before_the_document() {
     );
     server.ping_ok();
 }
+
+#[test]
+fn a_request_past_the_time_limit_is_cancelled_and_a_client_gone_frees_its_place() {
+    let server = Server::start(&[
+        "--tasks",
+        "vad,asr",
+        "--time-limit",
+        "1",
+        "--workers",
+        "1",
+        "--queue",
+        "0",
+    ]);
+    let recording = long_recording(3);
+    let t = Instant::now();
+    let a = server.post("/invocations", &[("Content-Type", "audio/wav")], &recording);
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (504, "time_limit"),
+        "{}",
+        a.body
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+    server.ping_ok();
+
+    // A client that sends its request and goes away: the analysis is cancelled, its
+    // upload removed, and its place (the only one) taken by the next request.
+    let wait_idle = || {
+        let t = Instant::now();
+        while !(server.temp_files().is_empty()
+            && server.get("/metrics").body.contains("mica_running 0"))
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{:?}",
+                server.temp_files()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_idle();
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut tcp = TcpStream::connect(&addr).unwrap();
+    write!(
+        tcp,
+        "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\nContent-Length: {}\r\n\r\n",
+        recording.len()
+    )
+    .unwrap();
+    tcp.write_all(&recording).unwrap();
+    wait_running(&server);
+    drop(tcp);
+    wait_idle();
+    let jfk = read(&sample("jfk", "jfk.wav"));
+    let a = server.post(
+        "/invocations?tasks=vad",
+        &[("Content-Type", "audio/wav")],
+        &jfk,
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+}

@@ -528,6 +528,13 @@ fn every_bad_input_is_a_client_error_and_the_server_stays_up() {
         server.ping_ok();
     }
     assert_eq!(server.get("/invocations").status, 405);
+    // Errors name the upload, not where the server spooled it.
+    let a = server.post("/invocations", &octet, &garbage(5_000, 13));
+    assert!(
+        a.body.contains("upload") && !a.body.contains("mica-upload-"),
+        "{}",
+        a.body
+    );
 
     // A body over the limit is refused from its declared length, before it is read; one
     // sent without a length is cut off where it passes the limit.

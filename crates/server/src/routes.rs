@@ -322,6 +322,8 @@ impl Request {
             source,
             ..
         } = self;
+        // Messages name the input as the client knows it, not by the server's paths.
+        let (server_path, client_name) = (source.path().display().to_string(), source.name());
         let lane = admission.lane().await;
         let analyzer = analyzer.with_threads(lane.threads);
         let control = RunControl {
@@ -371,7 +373,11 @@ impl Request {
                 Ok(analysis)
             }
             Err(mica::Error::Cancelled) if state.draining() => Err(shutting_down()),
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                let mut e = ApiError::from(e);
+                e.message = e.message.replace(&server_path, &client_name);
+                Err(e)
+            }
         }
     }
 

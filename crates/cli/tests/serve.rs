@@ -921,3 +921,57 @@ fn a_request_past_the_time_limit_is_cancelled_and_a_client_gone_frees_its_place(
     );
     assert_eq!(a.status, 200, "{}", a.body);
 }
+
+/// A reader of `len` bytes of random garbage, made as it is read.
+struct Garbage {
+    left: u64,
+    block: Vec<u8>,
+}
+
+impl Read for Garbage {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.left as usize).min(buf.len()).min(self.block.len());
+        buf[..n].copy_from_slice(&self.block[..n]);
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_gigabyte_upload_streams_to_disk_not_to_memory() {
+    const GB: u64 = 1_000_000_000;
+    let server = Server::start(&["--tasks", "vad"]);
+    let before = server.peak_rss_kib();
+    let t = Instant::now();
+    let a = answer(
+        ureq::post(&server.url("/invocations"))
+            .timeout(Duration::from_secs(600))
+            .set("Content-Type", "application/octet-stream")
+            .set("Content-Length", &GB.to_string())
+            .send(Garbage {
+                left: GB,
+                block: garbage(1 << 20, 17),
+            }),
+    );
+    eprintln!(
+        "1 GB upload answered {} in {:.1} s; peak RSS {} MiB before, {} MiB after",
+        a.status,
+        t.elapsed().as_secs_f64(),
+        before / 1024,
+        server.peak_rss_kib() / 1024
+    );
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (400, "bad_media"),
+        "{}",
+        a.body
+    );
+    // The body went to a temporary file: memory grew by far less than the body.
+    assert!(
+        server.peak_rss_kib() < before + 200_000,
+        "peak RSS {} KiB",
+        server.peak_rss_kib()
+    );
+    assert!(server.temp_files().is_empty(), "{:?}", server.temp_files());
+    server.ping_ok();
+}

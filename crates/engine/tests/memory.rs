@@ -122,8 +122,12 @@ fn one_and_three_hours_in_flat_memory() -> Res<()> {
         three <= MAX_PEAK_MB,
         "{three:.0} MB for 3 h (limit {MAX_PEAK_MB} MB)"
     );
+    // Holding the samples would add 460 MB from 1 h to 3 h (16 kHz f32). What does grow
+    // with the length (the parts' speaker windows kept for the one clustering, voice
+    // activity, words) measured 20 MB (AMD EPYC) and 50 MB (Intel Xeon, AMX) over the two
+    // extra hours: a fifth of the 1 h peak separates the two.
     assert!(
-        three <= one * 1.1,
+        three <= one * 1.2,
         "{three:.0} MB for 3 h, {one:.0} MB for 1 h"
     );
     Ok(())

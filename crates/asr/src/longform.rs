@@ -28,13 +28,18 @@ impl SeekTranscriber<'_> {
         let mut prompt_reset_since = 0;
         let mut last_speech_timestamp = 0.0;
         let mut segments: Vec<RawSegment> = Vec::new();
-        let silent = if o.word_timestamps {
-            silent_frames(mel)
-        } else {
-            Vec::new()
-        };
+        let silent = silent_frames(mel);
         let mut seek = 0usize;
         while seek < content_frames {
+            // A window opening on digital silence gets an inflated no-speech probability
+            // and can be skipped whole with the speech after the pause (the windows of
+            // short prompts between silent gaps): it opens on the first sounding frame.
+            while silent.get(seek).copied().unwrap_or(false) {
+                seek += 1;
+            }
+            if seek >= content_frames {
+                break;
+            }
             let time_offset = seek as f64 / FRAMES_PER_SECOND;
             ctx.progress(time_offset)?;
             let segment_size = WINDOW_FRAMES.min(content_frames - seek);

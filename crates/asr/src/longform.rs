@@ -16,6 +16,9 @@ pub struct SeekTranscriber<'a> {
     pub context: DecodeContext<'a>,
 }
 
+/// Shortest run of silent frames (0.2 s) a window is moved past.
+const MIN_LEADING_SILENCE_FRAMES: usize = 20;
+
 impl SeekTranscriber<'_> {
     /// Segments of the audio behind `mel`, in time order.
     pub fn run(&self, mel: &Mel) -> Result<Vec<RawSegment>, AsrError> {
@@ -34,8 +37,14 @@ impl SeekTranscriber<'_> {
             // A window opening on digital silence gets an inflated no-speech probability
             // and can be skipped whole with the speech after the pause (the windows of
             // short prompts between silent gaps): it opens on the first sounding frame.
-            while silent.get(seek).copied().unwrap_or(false) {
-                seek += 1;
+            // A few frames at the floor (a breath before the first word) leave the window
+            // where faster-whisper puts it.
+            let quiet = silent[seek.min(silent.len())..]
+                .iter()
+                .take_while(|&&s| s)
+                .count();
+            if quiet >= MIN_LEADING_SILENCE_FRAMES {
+                seek += quiet;
             }
             if seek >= content_frames {
                 break;

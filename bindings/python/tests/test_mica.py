@@ -182,7 +182,12 @@ def test_plan_run_part_merge(analyzer, tmp_path):
     assert len(plan["parts"]) == 2
     results = [analyzer.run_part(plan, i) for i in reversed(range(2))]
     merged = analyzer.merge(plan, results)
-    assert "ask not" in text(merged).lower()
+    # The parts meet in JFK's pause after "Americans": the words on both sides are kept,
+    # and none twice. (Whether tiny.en hears "ask not" or only "ask" before that pause
+    # depends on where its window opens, on the whole file as on the part.)
+    words = text(merged).lower()
+    assert words.count("fellow americans") == 1, words
+    assert words.count("what you can do for your country") == 1, words
     assert len({t["speaker"] for t in merged.speakers}) >= 2
     with pytest.raises(mica.InputError):
         analyzer.merge(plan, results[:1])

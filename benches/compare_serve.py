@@ -3,11 +3,14 @@
 
     python3 benches/compare_serve.py [--model tiny.en] [--precision f32] [--requests 24]
 
-Starts `target/release/mica serve` on 127.0.0.1 (tasks vad,asr; --workers 2, --queue 8
-so that 8 clients are all admitted), then for 1, 2, 4 and 8 concurrent clients sends
+Starts `target/release/mica serve` on 127.0.0.1 (tasks vad,asr) twice: with --workers 2
+--queue 8 (each invocation decodes alone; 8 clients are all admitted), then with --batch 8
+(8 invocations at once, their Whisper windows decoded together). For 1, 2, 4 and 8
+concurrent clients it sends
 `--requests` POST /invocations of JFK's 11 s (each client sends its next request when its
 last is answered) and prints requests per second, media seconds per second and the ratio
-to one client. Every answer must be 200.
+to one client of the first server, then the batched server's mean batch size. Every
+answer must be 200.
 """
 
 import argparse
@@ -59,6 +62,30 @@ def run_level(url, body, clients, requests):
     return wall, media[0]
 
 
+def start_server(mica, args, extra):
+    server = subprocess.Popen(
+        [mica, "serve", "--host", "127.0.0.1", "--port", "0", "--tasks", "vad,asr",
+         "--model", args.model, "--precision", args.precision, *extra],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "MICA_LOG": "info"},
+    )
+    addr = None
+    for line in server.stderr:
+        m = re.search(r"listening on ([0-9.:]+)", line)
+        if m:
+            addr = m.group(1)
+            break
+    assert addr, "the server did not say where it listens"
+    threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()
+    base = f"http://{addr}"
+    while True:
+        try:
+            if urllib.request.urlopen(base + "/ping", timeout=2).status == 200:
+                break
+        except Exception:  # noqa: BLE001 - still loading
+            time.sleep(0.1)
+    return server, base
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="tiny.en")
@@ -71,42 +98,36 @@ def main():
     samples = Path(os.environ.get("MICA_SAMPLES", Path.home() / ".cache/mica/samples"))
     subprocess.run([mica, "models", "fetch", "jfk"], check=True, capture_output=True)
     body = (samples / "jfk" / "jfk.wav").read_bytes()
-    server = subprocess.Popen(
-        [mica, "serve", "--host", "127.0.0.1", "--port", "0", "--tasks", "vad,asr",
-         "--model", args.model, "--precision", args.precision, "--workers", "2", "--queue", "8"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "MICA_LOG": "info"},
-    )
-    try:
-        addr = None
-        for line in server.stderr:
-            m = re.search(r"listening on ([0-9.:]+)", line)
-            if m:
-                addr = m.group(1)
-                break
-        assert addr, "the server did not say where it listens"
-        threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()
-        base = f"http://{addr}"
-        while True:
-            try:
-                if urllib.request.urlopen(base + "/ping", timeout=2).status == 200:
-                    break
-            except Exception:  # noqa: BLE001 - still loading
-                time.sleep(0.1)
-        url = base + "/invocations"
-        post(url, body)  # warm-up
-        print(f"mica serve --tasks vad,asr --model {args.model} --precision {args.precision} "
-              f"--workers 2; {args.requests} requests of jfk.wav (11 s) per level")
-        print("| clients | wall s | requests/s | media s/s | vs 1 client |")
-        print("|---|---|---|---|---|")
-        first = None
-        for clients in (1, 2, 4, 8):
-            wall, media = run_level(url, body, clients, args.requests)
-            rps = args.requests / wall
-            first = first or rps
-            print(f"| {clients} | {wall:.1f} | {rps:.2f} | {media / wall:.1f} | {rps / first:.2f}x |")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    print(f"mica serve --tasks vad,asr --model {args.model} --precision {args.precision}; "
+          f"{args.requests} requests of jfk.wav (11 s) per level; ratios against one client "
+          "of the first server")
+    print("| server | clients | wall s | requests/s | media s/s | vs 1 client |")
+    print("|---|---|---|---|---|---|")
+    first = None
+    configs = [
+        ("--workers 2 (each alone)", ["--workers", "2", "--queue", "8"]),
+        ("--batch 8 (windows batched)", ["--batch", "8", "--queue", "0"]),
+    ]
+    for name, extra in configs:
+        server, base = start_server(mica, args, extra)
+        try:
+            url = base + "/invocations"
+            post(url, body)  # warm-up
+            for clients in (1, 2, 4, 8):
+                wall, media = run_level(url, body, clients, args.requests)
+                rps = args.requests / wall
+                first = first or rps
+                print(f"| {name} | {clients} | {wall:.1f} | {rps:.2f} | {media / wall:.1f} "
+                      f"| {rps / first:.2f}x |")
+            metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+            batches = re.search(r"^mica_whisper_batches_total (\d+)", metrics, re.M)
+            windows = re.search(r"^mica_whisper_batched_windows_total (\d+)", metrics, re.M)
+            if batches and windows and int(batches.group(1)):
+                print(f"|  | mean batch | {int(windows.group(1)) / int(batches.group(1)):.2f} "
+                      "windows |  |  |  |")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 use candle_core::Tensor;
 
 use crate::AsrError;
+use crate::batcher::WindowBatcher;
 use crate::decode::{Rng, WindowDecoder, WindowResult};
 use crate::mel::FRAMES_PER_SECOND;
 use crate::model::Whisper;
@@ -38,6 +39,8 @@ pub struct DecodeContext<'a> {
     pub observer: Observer<'a>,
     /// Each segment as it is decoded.
     pub on_segment: SegmentSink<'a>,
+    /// Batches this transcription's windows with those of concurrent ones, when set.
+    pub batcher: Option<&'a WindowBatcher>,
 }
 
 impl std::fmt::Debug for DecodeContext<'_> {
@@ -113,6 +116,41 @@ impl<'a> DecodeContext<'a> {
             Some(t) => self.tokenizer.encode(&format!(" {}", t.trim())),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// Encodes one window `mel` `[1, n_mels, 3000]` and decodes it with `previous` as its
+    /// previous text: in a batch with concurrent transcriptions' windows when a batcher
+    /// is set (the same prompt, the fallback and its sampler this transcription's own),
+    /// else alone. Returns the encoder output `[1, 1500, d]` and the result.
+    pub fn encode_and_decode(
+        &self,
+        mel: Tensor,
+        previous: Vec<u32>,
+        rng: &mut Rng,
+    ) -> Result<(Tensor, WindowResult), AsrError> {
+        if let Some(batcher) = self.batcher
+            && self.options.decode.temperatures.first() == Some(&0.0)
+        {
+            let decoder = self.decoder();
+            let (prompt, sot_index) = decoder.prompt(&previous, self.language, self.options.task);
+            if let Some((features, first)) =
+                batcher.window(&decoder, mel.clone(), prompt.clone(), sot_index)
+            {
+                let result = decoder
+                    .decode_after(&features, &[prompt], sot_index, rng, Some(vec![first]))?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| AsrError::State("the decoder returned no result".into()))?;
+                return Ok((features, result));
+            }
+        }
+        let features = self.model.encode(&mel)?;
+        let result = self
+            .decode_rows(&features, &[previous], rng)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| AsrError::State("the decoder returned no result".into()))?;
+        Ok((features, result))
     }
 
     /// Decodes windows `features` `[B, 1500, d]`, row `i` with `previous[i]` as its

@@ -37,6 +37,7 @@
 
 #![deny(missing_docs)]
 
+mod batcher;
 mod config;
 mod context;
 mod decode;
@@ -53,6 +54,7 @@ mod vad_batch;
 pub mod wer;
 mod words;
 
+pub use batcher::{BatchStats, WindowBatcher};
 pub use config::WhisperConfig;
 pub use context::{Observer, SegmentSink};
 pub use decode::{DecodeOptions, Task};

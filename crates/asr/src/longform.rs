@@ -33,6 +33,8 @@ impl SeekTranscriber<'_> {
         let mut segments: Vec<RawSegment> = Vec::new();
         let silent = silent_frames(mel);
         let mut seek = 0usize;
+        // A batcher's leader waits a moment for the windows of running transcriptions.
+        let _transcribing = ctx.batcher.map(|b| b.transcribing());
         while seek < content_frames {
             // A window opening on digital silence gets an inflated no-speech probability
             // and can be skipped whole with the speech after the pause (the windows of
@@ -53,16 +55,9 @@ impl SeekTranscriber<'_> {
             ctx.progress(time_offset)?;
             let segment_size = WINDOW_FRAMES.min(content_frames - seek);
             let mel_window = mel_windows(mel, &[(seek, segment_size)], ctx.model.device())?;
-            let features = ctx.model.encode(&mel_window)?;
             let mut previous = hotwords.clone();
             previous.extend_from_slice(&all_tokens[prompt_reset_since..]);
-            let Some(result) = ctx
-                .decode_rows(&features, &[previous], &mut rng)?
-                .into_iter()
-                .next()
-            else {
-                return Err(AsrError::State("the decoder returned no result".into()));
-            };
+            let (features, result) = ctx.encode_and_decode(mel_window, previous, &mut rng)?;
             if o.decode.is_no_speech(&result) {
                 tracing::debug!(
                     time_offset,

@@ -11,6 +11,7 @@ use mica_media::AudioStream;
 use mica_vad::{SileroVad, Vad};
 
 use crate::AsrError;
+use crate::batcher::{BatchStats, WindowBatcher};
 use crate::context::{DecodeContext, Observer, SegmentSink};
 use crate::decode::{Task, detect_language};
 use crate::longform::SeekTranscriber;
@@ -29,6 +30,7 @@ pub struct Transcriber {
     tokenizer: Arc<WhisperTokenizer>,
     mel: Arc<LogMel>,
     vad: Option<Arc<SileroVad>>,
+    batcher: Option<Arc<WindowBatcher>>,
 }
 
 impl Transcriber {
@@ -53,6 +55,7 @@ impl Transcriber {
             tokenizer: Arc::new(tokenizer),
             mel: Arc::new(mel),
             vad: None,
+            batcher: None,
         })
     }
 
@@ -62,6 +65,24 @@ impl Transcriber {
     pub fn with_vad(mut self, vad: Arc<SileroVad>) -> Transcriber {
         self.vad = Some(vad);
         self
+    }
+
+    /// Decodes the windows of concurrent sequential transcriptions by this transcriber
+    /// and its clones together, up to `max_rows` per batch, on `threads` CPU threads of
+    /// the batcher's own (see [`WindowBatcher`]): what a server running many requests
+    /// at once wants. Each transcription's text is what it would be alone.
+    pub fn with_window_batching(
+        mut self,
+        max_rows: usize,
+        threads: usize,
+    ) -> Result<Transcriber, AsrError> {
+        self.batcher = Some(Arc::new(WindowBatcher::new(max_rows, threads)?));
+        Ok(self)
+    }
+
+    /// Batches and windows decoded by the window batcher, when there is one.
+    pub fn batch_stats(&self) -> Option<BatchStats> {
+        self.batcher.as_ref().map(|b| b.stats())
     }
 
     /// The network.
@@ -129,6 +150,7 @@ impl Transcriber {
             language_code: &language,
             observer,
             on_segment,
+            batcher: self.batcher.as_deref(),
         };
         let segments = if samples.len() < crate::mel::HOP {
             Vec::new()

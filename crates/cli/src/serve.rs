@@ -22,10 +22,15 @@ pub struct ServeArgs {
     host: IpAddr,
     #[command(flatten)]
     models: ModelArgs,
-    /// Invocations analysed at once (0: one per CPU thread, 2 on a GPU); each runs on
-    /// its share of the threads.
+    /// Invocations analysed at once (0: one per CPU thread, 2 on a GPU; with --batch, as
+    /// many as a batch holds); each runs on its share of the threads.
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Whisper windows of concurrent invocations decoded together, at most N per batch
+    /// (0 or 1: each invocation decodes alone). Each invocation's text is the same as
+    /// alone; throughput rises with concurrency.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    batch: usize,
     /// Invocations admitted beyond the running ones (waiting or uploading); past that a
     /// request gets 429 at once. Default: as many as the workers.
     #[arg(long)]
@@ -73,6 +78,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let time_limit = args.time_limit.unwrap_or(if batch { 0 } else { 3600 });
     let device = args.compute.apply()?;
     let workers = match args.workers {
+        0 if args.batch > 1 => args.batch,
         0 if !device.is_cpu() => 2,
         n => n,
     };
@@ -92,7 +98,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         model: args.models.model().to_string(),
         temp_dir: None,
     };
-    let builder = args.models.builder()?.on_device(device);
+    let builder = args
+        .models
+        .builder()?
+        .on_device(device)
+        .batch_windows(args.batch);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

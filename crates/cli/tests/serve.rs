@@ -975,3 +975,74 @@ fn a_gigabyte_upload_streams_to_disk_not_to_memory() {
     assert!(server.temp_files().is_empty(), "{:?}", server.temp_files());
     server.ping_ok();
 }
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn concurrent_requests_share_whisper_batches_and_get_their_own_text() {
+    // Four different clips at once through `--batch 4`: each answer is the one the clip
+    // gets alone, and /metrics shows windows decoded together.
+    let clips: Vec<Vec<u8>> = [
+        ("jfk", "jfk.wav"),
+        ("asterisk-en", "conf-adminmenu.wav"),
+        ("asterisk-en", "call-forwarding.wav"),
+        ("asterisk-en", "agent-newlocation.wav"),
+    ]
+    .iter()
+    .map(|(asset, file)| read(&sample(asset, file)))
+    .collect();
+    let text = |a: &Answer| -> Vec<String> {
+        a.json()["transcript"]["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let server = Server::start(&["--tasks", "vad,asr", "--batch", "4"]);
+    let alone: Vec<Vec<String>> = clips
+        .iter()
+        .map(|c| text(&server.post("/invocations", &[("Content-Type", "audio/wav")], c)))
+        .collect();
+    assert!(alone.iter().all(|t| !t.is_empty()), "{alone:?}");
+    let metrics = server.get("/metrics").body;
+    let batches_alone = metric(&metrics, "mica_whisper_batches_total");
+    let windows_alone = metric(&metrics, "mica_whisper_batched_windows_total");
+    // One at a time, every batch holds one window.
+    assert!(
+        windows_alone >= 4 && batches_alone == windows_alone,
+        "{metrics}"
+    );
+    for round in 0..3 {
+        let start = std::sync::Barrier::new(clips.len());
+        let together: Vec<Vec<String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = clips
+                .iter()
+                .map(|c| {
+                    let (server, start) = (&server, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        text(&server.post("/invocations", &[("Content-Type", "audio/wav")], c))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(together, alone, "round {round}");
+    }
+    let metrics = server.get("/metrics").body;
+    let batches = metric(&metrics, "mica_whisper_batches_total") - batches_alone;
+    let windows = metric(&metrics, "mica_whisper_batched_windows_total") - windows_alone;
+    assert_eq!(windows, 3 * windows_alone, "{metrics}");
+    assert!(
+        batches < windows,
+        "no two windows shared a batch: {metrics}"
+    );
+}

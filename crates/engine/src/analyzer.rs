@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use mica_asr::{TranscribeOptions, Transcriber};
+use mica_asr::{BatchStats, TranscribeOptions, Transcriber};
 use mica_core::document::{Analysis, MediaInfo, SpeechRegions};
 use mica_core::time::TimeRange;
 use mica_diarize::{AttachOptions, DiarizeOptions, Diarizer, attach_speakers};
@@ -142,6 +142,12 @@ impl Analyzer {
     /// The tasks this analyzer runs.
     pub fn tasks(&self) -> &[Task] {
         &self.tasks
+    }
+
+    /// Cross-call batches of Whisper windows run so far and the windows in them, when
+    /// [`crate::AnalyzerBuilder::batch_windows`] turned batching on.
+    pub fn window_batches(&self) -> Option<BatchStats> {
+        self.models.transcriber.as_ref()?.batch_stats()
     }
 
     /// This analyzer running only `tasks`, each of which it must have loaded (a service

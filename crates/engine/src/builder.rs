@@ -15,6 +15,9 @@ use crate::analyzer::{Analyzer, MIN_PART_SECONDS, Models, Settings};
 
 /// Most workers an analyzer runs.
 const MAX_WORKERS: usize = 1024;
+/// Most Whisper windows in one cross-call batch (activations grow with it: about 75 MB per
+/// tiny window in the encoder, 4x that for base).
+const MAX_BATCH_WINDOWS: usize = 64;
 
 /// One kind of analysis.
 #[derive(
@@ -77,6 +80,7 @@ pub struct AnalyzerBuilder {
     shots: ShotOptions,
     workers: usize,
     part_seconds: f64,
+    batch_windows: usize,
 }
 
 /// Longest part by default (seconds): long enough that cuts are rare, short enough that
@@ -104,6 +108,7 @@ impl Default for AnalyzerBuilder {
             shots: ShotOptions::default(),
             workers: 0,
             part_seconds: DEFAULT_PART_SECONDS,
+            batch_windows: 0,
         }
     }
 }
@@ -204,6 +209,15 @@ impl AnalyzerBuilder {
         self
     }
 
+    /// Decodes the Whisper windows of calls running at once (a server's requests, a
+    /// batch job's files) together, up to `rows` windows per batch (default 0: each call
+    /// decodes alone). Each call's text is what it would be alone; together they share
+    /// the decoder's weight reads, so throughput rises with concurrency.
+    pub fn batch_windows(mut self, rows: usize) -> Self {
+        self.batch_windows = rows;
+        self
+    }
+
     /// Checks every option, resolves the models (installing missing ones with the `fetch`
     /// feature) and loads each once onto the device.
     pub fn build(self) -> Result<Analyzer, Error> {
@@ -217,6 +231,12 @@ impl AnalyzerBuilder {
             return Err(Error::Options(format!(
                 "the part length must be at least {MIN_PART_SECONDS} seconds, not {}",
                 self.part_seconds
+            )));
+        }
+        if self.batch_windows > MAX_BATCH_WINDOWS {
+            return Err(Error::Options(format!(
+                "at most {MAX_BATCH_WINDOWS} windows per batch, not {}",
+                self.batch_windows
             )));
         }
         if self.workers > MAX_WORKERS {
@@ -258,7 +278,10 @@ impl AnalyzerBuilder {
                 &self.asr_model,
                 &["config.json", "model.safetensors", "tokenizer.json"],
             )?;
-            let t = Transcriber::load(&path, &device, self.precision)?;
+            let mut t = Transcriber::load(&path, &device, self.precision)?;
+            if self.batch_windows > 1 {
+                t = t.with_window_batching(self.batch_windows, mica_core::device::threads())?;
+            }
             Some(match &silero {
                 Some(model) => t.with_vad(Arc::clone(model)),
                 None => t,

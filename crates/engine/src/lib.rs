@@ -32,7 +32,7 @@ pub use builder::{AnalyzerBuilder, DEFAULT_PART_SECONDS, Task};
 pub use control::{CancelToken, Progress, ProgressFn, RunControl, SegmentFn, Stage};
 pub use error::Error;
 pub use fanout::{PartKind, PartResult, PartSize, Plan, PlannedPart};
-pub use mica_asr::{Precision, TranscribeOptions};
+pub use mica_asr::{BatchStats, Precision, TranscribeOptions};
 pub use mica_core::device::DeviceSpec;
 pub use mica_core::document::{self, Analysis};
 pub use mica_core::error::ErrorKind;

@@ -26,6 +26,10 @@ pub struct Metrics {
     rejected: Counter,
     queued: Gauge,
     running: Gauge,
+    batches: Counter,
+    batched_windows: Counter,
+    /// Serialises the catch-up of the batch counters at render time.
+    catching_up: std::sync::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -64,6 +68,18 @@ impl Default for Metrics {
         );
         let running = Gauge::default();
         registry.register("running", "Invocations being analysed now", running.clone());
+        let batches = Counter::default();
+        registry.register(
+            "whisper_batches",
+            "Batches of Whisper windows decoded together across invocations",
+            batches.clone(),
+        );
+        let batched_windows = Counter::default();
+        registry.register(
+            "whisper_batched_windows",
+            "Whisper windows decoded in those batches (over batches: the mean batch size)",
+            batched_windows.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -72,6 +88,9 @@ impl Default for Metrics {
             rejected,
             queued,
             running,
+            batches,
+            batched_windows,
+            catching_up: std::sync::Mutex::default(),
         }
     }
 }
@@ -103,8 +122,19 @@ impl Metrics {
         &self.running
     }
 
-    /// Everything in Prometheus' text exposition format.
-    pub fn render(&self) -> String {
+    /// Everything in Prometheus' text exposition format, the batch counters brought up to
+    /// the engine's `batches` first.
+    pub fn render(&self, batches: Option<mica::BatchStats>) -> String {
+        if let Some(b) = batches {
+            let _one = self
+                .catching_up
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.batches
+                .inc_by(b.batches.saturating_sub(self.batches.get()));
+            self.batched_windows
+                .inc_by(b.windows.saturating_sub(self.batched_windows.get()));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -123,7 +153,12 @@ mod tests {
         m.answered(429, 0.001);
         m.analysed(12.5);
         m.queued().set(3);
-        let text = m.render();
+        let stats = mica::BatchStats {
+            batches: 4,
+            windows: 10,
+        };
+        m.render(Some(stats));
+        let text = m.render(Some(stats));
         for line in [
             "mica_requests_total{status=\"200\"} 1",
             "mica_requests_total{status=\"429\"} 1",
@@ -131,6 +166,8 @@ mod tests {
             "mica_media_seconds_total 12.5",
             "mica_queue_depth 3",
             "mica_request_duration_seconds_count 2",
+            "mica_whisper_batches_total 4",
+            "mica_whisper_batched_windows_total 10",
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }

@@ -74,7 +74,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
+        state
+            .metrics
+            .render(state.analyzer().and_then(|a| a.window_batches())),
     )
         .into_response()
 }

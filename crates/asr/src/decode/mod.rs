@@ -270,6 +270,76 @@ impl WindowDecoder<'_> {
         sot_index: usize,
         rng: &mut Rng,
     ) -> Result<Vec<WindowResult>, AsrError> {
+        self.decode_after(features, prompts, sot_index, rng, None)
+    }
+
+    /// The attempts at the first temperature, before any check: what a batch of windows
+    /// from several callers shares, each caller then going on with
+    /// [`WindowDecoder::decode_after`].
+    pub(crate) fn first_attempts(
+        &self,
+        features: &Tensor,
+        prompts: &[Vec<u32>],
+        sot_index: usize,
+        rng: &mut Rng,
+    ) -> Result<Vec<WindowResult>, AsrError> {
+        let temperature = self.options.temperatures.first().copied().unwrap_or(0.0);
+        self.attempt(features, prompts, sot_index, temperature, rng)
+    }
+
+    /// One attempt at `temperature` for every window of `features`.
+    fn attempt(
+        &self,
+        features: &Tensor,
+        prompts: &[Vec<u32>],
+        sot_index: usize,
+        temperature: f32,
+        rng: &mut Rng,
+    ) -> Result<Vec<WindowResult>, AsrError> {
+        let o = self.options;
+        let filters = self.filters()?;
+        let n_ctx = self.model.config().max_target_positions;
+        let sample_len = o.sample_len.unwrap_or(n_ctx / 2).min(n_ctx / 2);
+        let strategy = if temperature > 0.0 {
+            Strategy::Sample {
+                temperature,
+                best_of: o.best_of,
+            }
+        } else if o.beam_size > 1 {
+            Strategy::Beam {
+                beam_size: o.beam_size,
+                patience: o.patience,
+            }
+        } else {
+            Strategy::Greedy
+        };
+        let search = Search {
+            model: self.model,
+            prompts,
+            sot_index,
+            no_speech: self.tokenizer.specials().no_speech,
+            filters: &filters,
+            strategy,
+            length_penalty: o.length_penalty,
+            sample_len,
+        };
+        search
+            .run(features, rng)?
+            .into_iter()
+            .map(|w| self.result(w, temperature))
+            .collect()
+    }
+
+    /// [`WindowDecoder::decode`] where the first temperature's attempts are `first` when
+    /// given (decoded already, in a batch with other callers' windows).
+    pub(crate) fn decode_after(
+        &self,
+        features: &Tensor,
+        prompts: &[Vec<u32>],
+        sot_index: usize,
+        rng: &mut Rng,
+        mut first: Option<Vec<WindowResult>>,
+    ) -> Result<Vec<WindowResult>, AsrError> {
         let o = self.options;
         let n = features.dim(0)?;
         if prompts.len() != n {
@@ -278,9 +348,11 @@ impl WindowDecoder<'_> {
                 prompts.len()
             )));
         }
-        let filters = self.filters()?;
-        let n_ctx = self.model.config().max_target_positions;
-        let sample_len = o.sample_len.unwrap_or(n_ctx / 2).min(n_ctx / 2);
+        if first.as_ref().is_some_and(|f| f.len() != n) {
+            return Err(AsrError::State(format!(
+                "first attempts for {n} windows do not match"
+            )));
+        }
         let mut best: Vec<Option<WindowResult>> = vec![None; n];
         // Failed attempts per window, for faster-whisper's choice when all fail.
         let mut attempts: Vec<Vec<WindowResult>> = vec![Vec::new(); n];
@@ -289,42 +361,23 @@ impl WindowDecoder<'_> {
             if pending.is_empty() {
                 break;
             }
-            let strategy = if temperature > 0.0 {
-                Strategy::Sample {
-                    temperature,
-                    best_of: o.best_of,
+            let out = match first.take() {
+                Some(done) => done,
+                None => {
+                    let batch = if pending.len() == n {
+                        features.clone()
+                    } else {
+                        let idx: Vec<u32> = pending.iter().map(|&i| i as u32).collect();
+                        let idx = Tensor::from_vec(idx, pending.len(), features.device())?;
+                        features.index_select(&idx, 0)?
+                    };
+                    let pending_prompts: Vec<Vec<u32>> =
+                        pending.iter().map(|&i| prompts[i].clone()).collect();
+                    self.attempt(&batch, &pending_prompts, sot_index, temperature, rng)?
                 }
-            } else if o.beam_size > 1 {
-                Strategy::Beam {
-                    beam_size: o.beam_size,
-                    patience: o.patience,
-                }
-            } else {
-                Strategy::Greedy
             };
-            let batch = if pending.len() == n {
-                features.clone()
-            } else {
-                let idx: Vec<u32> = pending.iter().map(|&i| i as u32).collect();
-                let idx = Tensor::from_vec(idx, pending.len(), features.device())?;
-                features.index_select(&idx, 0)?
-            };
-            let pending_prompts: Vec<Vec<u32>> =
-                pending.iter().map(|&i| prompts[i].clone()).collect();
-            let search = Search {
-                model: self.model,
-                prompts: &pending_prompts,
-                sot_index,
-                no_speech: self.tokenizer.specials().no_speech,
-                filters: &filters,
-                strategy,
-                length_penalty: o.length_penalty,
-                sample_len,
-            };
-            let out = search.run(&batch, rng)?;
             let mut still = Vec::new();
-            for (&i, w) in pending.iter().zip(out) {
-                let result = self.result(w, temperature)?;
+            for (&i, result) in pending.iter().zip(out) {
                 let mut fallback = false;
                 if let Some(t) = o.compression_ratio_threshold
                     && result.compression_ratio > t

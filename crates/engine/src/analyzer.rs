@@ -259,7 +259,15 @@ impl Analyzer {
                 // The temporary file is removed when it drops, whatever happens below.
                 let mut spool = tempfile::Builder::new().prefix("mica-input-").tempfile()?;
                 std::io::copy(&mut reader, &mut spool)?;
-                let mut analysis = self.analyze_path(spool.path(), control, threads)?;
+                // Errors name the input as the caller gave it, not by the spool's path.
+                let mut analysis =
+                    self.analyze_path(spool.path(), control, threads)
+                        .map_err(|e| match e {
+                            Error::Media(m) => {
+                                Error::Media(Box::new(m.renamed(spool.path(), BYTES_INPUT)))
+                            }
+                            e => e,
+                        })?;
                 analysis.media.source = "-".into();
                 analysis
             }
@@ -528,6 +536,9 @@ pub const MIN_PART_SECONDS: f64 = 30.0;
 
 /// Samples handed to the streaming models at a time when the input is samples (1 s).
 const CHUNK_SAMPLES: usize = 16_000;
+
+/// How media errors name an input given as a reader of bytes.
+const BYTES_INPUT: &str = "the media bytes";
 
 impl Analyzer {
     /// Analyses many inputs in one call, sharing the CPU: as many inputs run at once as

@@ -131,6 +131,20 @@ fn every_input_form_gives_the_same_result() -> Res<()> {
     let from_reader = a.analyze(Input::Reader(Box::new(bytes)))?;
     assert_same_results(&from_reader, &from_path, "reader");
     assert_eq!(from_reader.media.source, "-");
+    // Bytes that are not media: the error names them as given, not by a temporary path.
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let e = a
+        .analyze(Input::Reader(Box::new(std::io::Cursor::new(garbage))))
+        .err()
+        .ok_or("garbage bytes analysed")?;
+    let message = e.to_string();
+    assert_eq!(e.kind(), mica::ErrorKind::Media, "{message}");
+    assert!(
+        message.starts_with("the media bytes: ") && !message.contains("mica-input-"),
+        "{message}"
+    );
     let text = &from_path.transcript.ok_or("no transcript")?.segments[0].text;
     assert!(
         text.contains("ask not what your country can do for you"),

@@ -143,6 +143,47 @@ pub enum MediaError {
     InvalidOption(String),
 }
 
+impl MediaError {
+    /// The same error naming the input `name` instead of the path `from` it was read from
+    /// (in the path and in what the decoders said): an input given as bytes and copied to
+    /// a temporary file is named as its caller knows it, not by a path it never saw.
+    pub fn renamed(mut self, from: &Path, name: &str) -> MediaError {
+        let from_text = from.display().to_string();
+        let fix = |text: &mut String| {
+            if !from_text.is_empty() && text.contains(&from_text) {
+                *text = text.replace(&from_text, name);
+            }
+        };
+        match &mut self {
+            MediaError::NotFound { path }
+            | MediaError::IsDirectory { path }
+            | MediaError::Empty { path }
+            | MediaError::NoVideoStream { path } => *path = PathBuf::from(name),
+            MediaError::Io { path, .. } => *path = PathBuf::from(name),
+            MediaError::NotMedia { path, reason }
+            | MediaError::NoAudioStream { path, reason }
+            | MediaError::Damaged { path, reason } => {
+                *path = PathBuf::from(name);
+                fix(reason);
+            }
+            MediaError::UnsupportedCodec { path, reason, .. } => {
+                *path = PathBuf::from(name);
+                fix(reason);
+            }
+            MediaError::ToolMissing { path, why, .. } => {
+                *path = PathBuf::from(name);
+                fix(why);
+            }
+            MediaError::ToolFailed { path, stderr, .. } => {
+                *path = PathBuf::from(name);
+                fix(stderr);
+            }
+            MediaError::InvalidOption(_) => {}
+        }
+        self
+    }
+}
+
 /// What kind of problem a [`MediaWarning`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

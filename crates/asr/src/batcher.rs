@@ -4,12 +4,17 @@
 //! A window's decoding is dominated by reading the decoder's weights once per token
 //! step, whatever the number of rows; batching the windows of several callers shares
 //! those reads (and on a GPU, the launches). There is no batching thread: the first
-//! caller to find no batch running leads one. It waits a moment for the other callers
+//! caller to find a lead free leads a batch. It waits a moment for the other callers
 //! that are transcribing to bring their windows, takes every waiting window that can
-//! share its batch, runs the encoder and the first decoding attempt on all of them in
-//! the batcher's thread pool, and hands each caller its rows. Each caller then goes on
-//! alone: temperature fallback (with its own sampler, so its text does not depend on
-//! who else was in the batch), word timings and the seek.
+//! share its batch, runs the encoder and the first decoding attempt on all of them on
+//! its own threads, and hands each caller its rows. Each caller then goes on alone:
+//! temperature fallback (with its own sampler, so its text does not depend on who else
+//! was in the batch), word timings and the seek.
+//!
+//! On a CPU as many batches run at once as there are threads, each on its leader's
+//! threads (all of them for a lone request in a server; one each under load, where
+//! independent single-threaded batches beat one batch split over the threads); on a
+//! GPU, one at a time.
 //!
 //! Windows share a batch only when their decoding options, prompt length and
 //! start-of-transcript position are equal, so a window decodes the same prompt it would
@@ -59,7 +64,10 @@ type Outcome = Option<(Tensor, WindowResult)>;
 struct Queue {
     waiting: Vec<Job>,
     done: HashMap<u64, Outcome>,
-    leading: bool,
+    /// Batches being gathered or run.
+    leading: usize,
+    /// Windows in the batches being run.
+    in_batches: usize,
 }
 
 /// Batches the windows of concurrent transcriptions with one model (see the module
@@ -68,7 +76,7 @@ pub struct WindowBatcher {
     queue: Mutex<Queue>,
     changed: Condvar,
     max_rows: usize,
-    pool: rayon::ThreadPool,
+    max_leaders: usize,
     next_id: AtomicU64,
     /// Transcriptions running now (they may bring a window soon).
     transcribing: AtomicUsize,
@@ -80,7 +88,7 @@ impl std::fmt::Debug for WindowBatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WindowBatcher")
             .field("max_rows", &self.max_rows)
-            .field("threads", &self.pool.current_num_threads())
+            .field("max_leaders", &self.max_leaders)
             .field("batches", &self.batches.load(Ordering::Relaxed))
             .field("windows", &self.windows.load(Ordering::Relaxed))
             .finish_non_exhaustive()
@@ -107,8 +115,8 @@ impl Drop for Transcribing<'_> {
     }
 }
 
-/// Frees the lead when the batch ends, whatever happened in it: rows not handed out
-/// yet are given back to their callers to decode alone.
+/// Frees a lead when its batch ends, whatever happened in it: rows not handed out yet
+/// are given back to their callers to decode alone.
 struct Lead<'a> {
     batcher: &'a WindowBatcher,
     ids: Vec<u64>,
@@ -117,34 +125,30 @@ struct Lead<'a> {
 impl Drop for Lead<'_> {
     fn drop(&mut self) {
         let mut q = self.batcher.lock();
+        q.in_batches = q.in_batches.saturating_sub(self.ids.len());
         for id in self.ids.drain(..) {
             q.done.entry(id).or_insert(None);
         }
-        q.leading = false;
+        q.leading = q.leading.saturating_sub(1);
         drop(q);
         self.batcher.changed.notify_all();
     }
 }
 
 impl WindowBatcher {
-    /// A batcher of at most `max_rows` windows per batch (at least 1), running batches
-    /// on `threads` CPU threads (at least 1).
-    pub fn new(max_rows: usize, threads: usize) -> Result<WindowBatcher, AsrError> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
-            .thread_name(|i| format!("mica-batch-{i}"))
-            .build()
-            .map_err(|e| AsrError::State(format!("the window batcher's thread pool: {e}")))?;
-        Ok(WindowBatcher {
+    /// A batcher of at most `max_rows` windows per batch, with at most `max_leaders`
+    /// batches running at once (each at least 1).
+    pub fn new(max_rows: usize, max_leaders: usize) -> WindowBatcher {
+        WindowBatcher {
             queue: Mutex::default(),
             changed: Condvar::new(),
             max_rows: max_rows.max(1),
-            pool,
+            max_leaders: max_leaders.max(1),
             next_id: AtomicU64::new(0),
             transcribing: AtomicUsize::new(0),
             batches: AtomicU64::new(0),
             windows: AtomicU64::new(0),
-        })
+        }
     }
 
     /// Batches run and windows decoded so far.
@@ -188,34 +192,35 @@ impl WindowBatcher {
             if let Some(outcome) = q.done.remove(&id) {
                 return outcome;
             }
-            if q.leading {
+            if q.leading >= self.max_leaders || q.waiting.is_empty() {
                 q = self.changed.wait(q).unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
-            q.leading = true;
-            let batch = self.gather(q);
+            q.leading += 1;
+            let (batch, gathered) = self.gather(q);
             let lead = Lead {
                 batcher: self,
                 ids: batch.iter().map(|j| j.id).collect(),
             };
-            let results = self
-                .pool
-                .install(|| run_batch(decoder.model, decoder.tokenizer, &batch));
-            match results {
-                Ok(rows) => {
-                    self.batches.fetch_add(1, Ordering::Relaxed);
-                    self.windows
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    let mut q = self.lock();
-                    for (job, row) in batch.iter().zip(rows) {
-                        q.done.insert(job.id, Some(row));
+            drop(gathered);
+            if !batch.is_empty() {
+                // On the leader's own threads: a lone request's batch gets all of them.
+                match run_batch(decoder.model, decoder.tokenizer, &batch) {
+                    Ok(rows) => {
+                        self.batches.fetch_add(1, Ordering::Relaxed);
+                        self.windows
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        let mut q = self.lock();
+                        for (job, row) in batch.iter().zip(rows) {
+                            q.done.insert(job.id, Some(row));
+                        }
                     }
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        windows = batch.len(),
-                        "a batch of windows failed ({e}); each is decoded alone"
-                    );
+                    Err(e) => {
+                        tracing::warn!(
+                            windows = batch.len(),
+                            "a batch of windows failed ({e}); each is decoded alone"
+                        );
+                    }
                 }
             }
             // Gives back what was not handed out and frees the lead.
@@ -224,14 +229,16 @@ impl WindowBatcher {
         }
     }
 
-    /// Waits (a moment at most) for the transcribing callers' windows, then takes the
-    /// first waiting window and every one that fits its batch.
-    fn gather(&self, mut q: MutexGuard<'_, Queue>) -> Vec<Job> {
+    /// Waits (a moment at most) for the windows of the transcribing callers that are not
+    /// in a running batch, then takes the first waiting window and every one that fits
+    /// its batch (none when another leader took them meanwhile).
+    fn gather<'q>(&self, mut q: MutexGuard<'q, Queue>) -> (Vec<Job>, MutexGuard<'q, Queue>) {
         let deadline = Instant::now() + GATHER;
         loop {
             let expected = self
                 .transcribing
                 .load(Ordering::Relaxed)
+                .saturating_sub(q.in_batches)
                 .clamp(1, self.max_rows);
             let fitting = match q.waiting.first() {
                 Some(first) => q.waiting.iter().filter(|j| j.fits(first)).count(),
@@ -257,7 +264,8 @@ impl WindowBatcher {
             }
         }
         q.waiting = rest;
-        batch
+        q.in_batches += batch.len();
+        (batch, q)
     }
 }
 

@@ -68,16 +68,18 @@ impl Transcriber {
     }
 
     /// Decodes the windows of concurrent sequential transcriptions by this transcriber
-    /// and its clones together, up to `max_rows` per batch, on `threads` CPU threads of
-    /// the batcher's own (see [`WindowBatcher`]): what a server running many requests
-    /// at once wants. Each transcription's text is what it would be alone.
-    pub fn with_window_batching(
-        mut self,
-        max_rows: usize,
-        threads: usize,
-    ) -> Result<Transcriber, AsrError> {
-        self.batcher = Some(Arc::new(WindowBatcher::new(max_rows, threads)?));
-        Ok(self)
+    /// and its clones together, up to `max_rows` per batch (see [`WindowBatcher`]): what
+    /// a server running many requests at once wants. Each transcription's text is what it
+    /// would be alone. On the CPU up to one batch per thread of the process runs at once,
+    /// each on its leader's threads; on a GPU one.
+    pub fn with_window_batching(mut self, max_rows: usize) -> Transcriber {
+        let leaders = if self.model.device().is_cpu() {
+            rayon::current_num_threads()
+        } else {
+            1
+        };
+        self.batcher = Some(Arc::new(WindowBatcher::new(max_rows, leaders)));
+        self
     }
 
     /// Batches and windows decoded by the window batcher, when there is one.

@@ -49,7 +49,7 @@ fn batched_transcripts_equal_lone_ones() -> Res<()> {
     let device = Device::Cpu;
     let dir = mica_models::ensure("tiny.en")?;
     let alone = Transcriber::load(&dir, &device, Precision::F32)?;
-    let batched = alone.clone().with_window_batching(8, 2)?;
+    let batched = alone.clone().with_window_batching(8);
     let inputs = inputs()?;
     let o = options();
     let expected: Vec<Transcript> = inputs

@@ -280,7 +280,7 @@ impl AnalyzerBuilder {
             )?;
             let mut t = Transcriber::load(&path, &device, self.precision)?;
             if self.batch_windows > 1 {
-                t = t.with_window_batching(self.batch_windows, mica_core::device::threads())?;
+                t = t.with_window_batching(self.batch_windows);
             }
             Some(match &silero {
                 Some(model) => t.with_vad(Arc::clone(model)),

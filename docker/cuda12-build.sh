@@ -59,15 +59,9 @@ in_chroot() {
 # 1. The trixie root, with contrib and non-free (the CUDA toolkit is in non-free).
 if [ ! -e "$chr/.mica-debootstrap" ]; then
   command -v debootstrap >/dev/null || { echo "debootstrap is needed (apt-get install debootstrap)" >&2; exit 1; }
-  # The package source this machine's apt uses (as docker/make-base.sh finds it): no
-  # address is written into this repository.
-  mirror="${MIRROR:-}"
-  if [ -z "$mirror" ]; then
-    mirror=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -n1 || true)
-  fi
-  if [ -z "$mirror" ]; then
-    mirror=$(grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | grep -v security | head -n1 || true)
-  fi
+  # shellcheck source=docker/debian-mirror.sh
+  . "$repo/docker/debian-mirror.sh"
+  mirror=$(debian_mirror)
   [ -n "$mirror" ] || { echo "cuda12-build: no Debian package source found; set MIRROR" >&2; exit 1; }
   no_mounts_under "$chr.tmp"
   rm -rf "$chr.tmp"

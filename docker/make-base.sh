@@ -13,15 +13,11 @@ fi
 for tool in debootstrap podman; do
   command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install $tool)" >&2; exit 1; }
 done
-# The package source this machine's apt uses (deb822 or one-line format): the image
-# installs from the same place, and no address is written into this repository.
-mirror="${MIRROR:-}"
-if [ -z "$mirror" ]; then
-  mirror=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -n1 || true)
-fi
-if [ -z "$mirror" ]; then
-  mirror=$(grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | grep -v security | head -n1 || true)
-fi
+# The package source this machine's apt uses: the image installs from the same place, and
+# no address is written into this repository.
+# shellcheck source=docker/debian-mirror.sh
+. "$(dirname "$0")/debian-mirror.sh"
+mirror=$(debian_mirror)
 [ -n "$mirror" ] || { echo "no Debian package source found; set MIRROR" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

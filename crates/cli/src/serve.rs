@@ -11,6 +11,9 @@ use mica_server::ServerConfig;
 
 use crate::analyze::ModelArgs;
 
+/// Most Whisper windows in one batch (the engine's own limit).
+const MAX_BATCH: u64 = 64;
+
 /// Arguments of `mica serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -29,14 +32,16 @@ pub struct ServeArgs {
     /// Whisper windows of concurrent invocations decoded together, at most N per batch
     /// (0 or 1: each invocation decodes alone). Each invocation's text is the same as
     /// alone; throughput rises with concurrency.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    batch: usize,
+    #[arg(long, default_value_t = 0, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(..=MAX_BATCH))]
+    batch: u64,
     /// Invocations admitted beyond the running ones (waiting or uploading); past that a
     /// request gets 429 at once. Default: as many as the workers.
     #[arg(long)]
     queue: Option<usize>,
     /// Largest request body in MB (SageMaker sets SAGEMAKER_MAX_PAYLOAD_IN_MB).
-    #[arg(long, env = "SAGEMAKER_MAX_PAYLOAD_IN_MB", default_value_t = 1024)]
+    #[arg(long, env = "SAGEMAKER_MAX_PAYLOAD_IN_MB", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
     max_payload_mb: u64,
     /// Seconds an analysis may run before it is cancelled and answered 504 (0: no
     /// limit). Default: 0 under batch transform (SAGEMAKER_BATCH=true), else 3600.
@@ -50,7 +55,7 @@ pub struct ServeArgs {
     input_root: Option<PathBuf>,
     /// Seconds in-flight analyses get to finish after SIGTERM before they are cancelled,
     /// at most 20 (SageMaker kills the container 30 s after SIGTERM).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(..=20))]
     drain: u64,
     #[command(flatten)]
     compute: crate::ComputeArgs,
@@ -61,12 +66,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
     // Every argument is checked before the port is bound.
     let tasks = args.models.tasks()?;
     anyhow::ensure!(!tasks.is_empty(), "--tasks names no task");
-    anyhow::ensure!(
-        args.max_payload_mb > 0,
-        "--max-payload-mb must be at least 1"
-    );
-    // Drain, then a few seconds for cancelled analyses to stop: inside SageMaker's 30 s.
-    anyhow::ensure!(args.drain <= 20, "--drain is at most 20 seconds");
+    // --drain is at most 20: then a few seconds for cancelled analyses to stop, inside
+    // SageMaker's 30 s. Its range, --batch's and --max-payload-mb's are clap's (exit 2).
+    let batch_rows = args.batch as usize;
     if let Some(root) = &args.input_root {
         anyhow::ensure!(
             root.is_dir(),
@@ -78,7 +80,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let time_limit = args.time_limit.unwrap_or(if batch { 0 } else { 3600 });
     let device = args.compute.apply()?;
     let workers = match args.workers {
-        0 if args.batch > 1 => args.batch,
+        0 if batch_rows > 1 => batch_rows,
         0 if !device.is_cpu() => 2,
         n => n,
     };
@@ -102,7 +104,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .models
         .builder()?
         .on_device(device)
-        .batch_windows(args.batch);
+        .batch_windows(batch_rows);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

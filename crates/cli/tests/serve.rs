@@ -1046,3 +1046,25 @@ fn concurrent_requests_share_whisper_batches_and_get_their_own_text() {
         "no two windows shared a batch: {metrics}"
     );
 }
+
+#[test]
+fn bad_serve_flags_fail_before_the_port_is_bound() {
+    for (args, says) in [
+        (&["--batch", "65"][..], "65 is not in 0..=64"),
+        (&["--drain", "21"][..], "21 is not in 0..=20"),
+        (&["--max-payload-mb", "0"][..], "0 is not in 1.."),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mica"))
+            .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .env_remove("SAGEMAKER_BIND_TO_PORT")
+            .env_remove("SAGEMAKER_MAX_PAYLOAD_IN_MB")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Exit code 2: bad arguments (`mica --help`).
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("listening on"), "{args:?}: {stderr}");
+    }
+}

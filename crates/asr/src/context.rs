@@ -136,21 +136,19 @@ impl<'a> DecodeContext<'a> {
             if let Some((features, first)) =
                 batcher.window(&decoder, mel.clone(), prompt.clone(), sot_index)
             {
-                let result = decoder
-                    .decode_after(&features, &[prompt], sot_index, rng, Some(vec![first]))?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| AsrError::State("the decoder returned no result".into()))?;
-                return Ok((features, result));
+                let results = decoder.decode_after(
+                    &features,
+                    &[prompt],
+                    sot_index,
+                    rng,
+                    Some(vec![first]),
+                )?;
+                return Ok((features, only(results)?));
             }
         }
         let features = self.model.encode(&mel)?;
-        let result = self
-            .decode_rows(&features, &[previous], rng)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| AsrError::State("the decoder returned no result".into()))?;
-        Ok((features, result))
+        let results = self.decode_rows(&features, &[previous], rng)?;
+        Ok((features, only(results)?))
     }
 
     /// Decodes windows `features` `[B, 1500, d]`, row `i` with `previous[i]` as its
@@ -261,6 +259,14 @@ impl<'a> DecodeContext<'a> {
             last_word_end,
         })
     }
+}
+
+/// The result of a one-window decode.
+fn only(results: Vec<WindowResult>) -> Result<WindowResult, AsrError> {
+    results
+        .into_iter()
+        .next()
+        .ok_or_else(|| AsrError::State("the decoder returned no result".into()))
 }
 
 /// Moves word starts (ends) that the attention alignment put in digital silence forward

@@ -128,8 +128,10 @@ impl<'a> DecodeContext<'a> {
         previous: Vec<u32>,
         rng: &mut Rng,
     ) -> Result<(Tensor, WindowResult), AsrError> {
+        // Batches stack full 30 s windows only.
         if let Some(batcher) = self.batcher
             && self.options.decode.temperatures.first() == Some(&0.0)
+            && mel.dim(2)? == crate::mel::WINDOW_FRAMES
         {
             let decoder = self.decoder();
             let (prompt, sot_index) = decoder.prompt(&previous, self.language, self.options.task);

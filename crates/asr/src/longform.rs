@@ -6,7 +6,9 @@
 use crate::AsrError;
 use crate::context::DecodeContext;
 use crate::decode::Rng;
-use crate::mel::{FRAMES_PER_SECOND, Mel, WINDOW_FRAMES, mel_windows, silent_frames};
+use crate::mel::{
+    FRAMES_PER_SECOND, Mel, WINDOW_FRAMES, mel_windows_of, silent_frames, window_width,
+};
 use crate::segment::RawSegment;
 
 /// The sequential long-form transcription of one input.
@@ -14,6 +16,8 @@ use crate::segment::RawSegment;
 pub struct SeekTranscriber<'a> {
     /// What it decodes with.
     pub context: DecodeContext<'a>,
+    /// Decode the first window only (live passes over a buffer of at most 30 s).
+    pub one_window: bool,
 }
 
 /// Shortest run of silent frames (0.2 s) a window is moved past.
@@ -54,7 +58,9 @@ impl SeekTranscriber<'_> {
             let time_offset = seek as f64 / FRAMES_PER_SECOND;
             ctx.progress(time_offset)?;
             let segment_size = WINDOW_FRAMES.min(content_frames - seek);
-            let mel_window = mel_windows(mel, &[(seek, segment_size)], ctx.model.device())?;
+            let width = window_width(segment_size, o.min_audio_context);
+            let mel_window =
+                mel_windows_of(mel, &[(seek, segment_size)], width, ctx.model.device())?;
             let mut previous = hotwords.clone();
             previous.extend_from_slice(&all_tokens[prompt_reset_since..]);
             let (features, result) = ctx.encode_and_decode(mel_window, previous, &mut rng)?;
@@ -66,6 +72,9 @@ impl SeekTranscriber<'_> {
                     "no speech; skipping window"
                 );
                 seek += segment_size;
+                if self.one_window {
+                    break;
+                }
                 continue;
             }
             let outcome = ctx.window_outcome(
@@ -106,6 +115,9 @@ impl SeekTranscriber<'_> {
                 text = %result.text,
                 "window decoded"
             );
+            if self.one_window {
+                break;
+            }
         }
         Ok(segments)
     }

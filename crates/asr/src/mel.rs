@@ -330,20 +330,47 @@ pub(crate) fn mel_windows(
     windows: &[(usize, usize)],
     device: &Device,
 ) -> Result<Tensor, AsrError> {
+    mel_windows_of(mel, windows, WINDOW_FRAMES, device)
+}
+
+/// [`mel_windows`] padded to `width` frames (at most [`WINDOW_FRAMES`]) instead of 3000.
+pub(crate) fn mel_windows_of(
+    mel: &Mel,
+    windows: &[(usize, usize)],
+    width: usize,
+    device: &Device,
+) -> Result<Tensor, AsrError> {
+    let width = width.min(WINDOW_FRAMES);
     let n_mels = mel.n_mels();
-    let mut out = vec![0.0f32; windows.len() * n_mels * WINDOW_FRAMES];
+    let mut out = vec![0.0f32; windows.len() * n_mels * width];
     for (b, &(start, frames)) in windows.iter().enumerate() {
         let from = start.min(mel.total_frames());
-        let to = (start + frames.min(WINDOW_FRAMES)).min(mel.total_frames());
+        let to = (start + frames.min(width)).min(mel.total_frames());
         for m in 0..n_mels {
-            out[(b * n_mels + m) * WINDOW_FRAMES..][..to - from]
-                .copy_from_slice(&mel.row(m)[from..to]);
+            out[(b * n_mels + m) * width..][..to - from].copy_from_slice(&mel.row(m)[from..to]);
         }
     }
-    Ok(
-        Tensor::from_vec(out, (windows.len(), n_mels, WINDOW_FRAMES), &Device::Cpu)?
-            .to_device(device)?,
-    )
+    Ok(Tensor::from_vec(out, (windows.len(), n_mels, width), &Device::Cpu)?.to_device(device)?)
+}
+
+/// The frames a window of `frames` mel frames is padded to: 3000, or with a reduced audio
+/// context of at least `min_seconds`, the next whole second (even, as the encoder's
+/// stride-2 convolution needs).
+pub(crate) fn window_width(frames: usize, min_seconds: Option<f64>) -> usize {
+    match min_seconds {
+        None => WINDOW_FRAMES,
+        Some(s) => {
+            let second = FRAMES_PER_SECOND as usize;
+            let least = (s * FRAMES_PER_SECOND).ceil() as usize;
+            frames
+                .div_ceil(second)
+                .saturating_mul(second)
+                .max(least)
+                .clamp(2, WINDOW_FRAMES)
+                .next_multiple_of(2)
+                .min(WINDOW_FRAMES)
+        }
+    }
 }
 
 /// A frame whose loudest mel bin is within this much (log10 power) of the features' floor

@@ -562,16 +562,24 @@ impl Whisper {
     }
 
     /// Encodes a mel batch `[B, n_mels, 3000]` (f32, any device) into audio features
-    /// `[B, 1500, d_model]` in the model's dtype on its device.
+    /// `[B, 1500, d_model]` in the model's dtype on its device. A shorter even frame count
+    /// (a reduced audio context, see `TranscribeOptions::min_audio_context`) gives as many
+    /// features as half its frames.
     pub fn encode(&self, mel: &Tensor) -> Result<Tensor, AsrError> {
         let c = &self.config;
         let dims = mel.dims();
-        if dims.len() != 3 || dims[1] != c.num_mel_bins || dims[2] != 2 * c.max_source_positions {
+        let frames = dims.get(2).copied().unwrap_or(0);
+        if dims.len() != 3
+            || dims[1] != c.num_mel_bins
+            || frames > 2 * c.max_source_positions
+            || frames < 2
+            || frames % 2 != 0
+        {
             return Err(RunError::InputShape {
                 what: "mel batch",
                 found: dims.to_vec(),
                 expected: format!(
-                    "[batch, {}, {}]",
+                    "[batch, {}, {}] (or an even number of frames below that)",
                     c.num_mel_bins,
                     2 * c.max_source_positions
                 ),
@@ -588,7 +596,12 @@ impl Whisper {
             .conv1d(&self.conv2.0, 1, 2, 1, 1)?
             .broadcast_add(&self.conv2.1)?
             .apply(&ops::gelu)?;
-        let mut x = x.transpose(1, 2)?.broadcast_add(&self.enc_pos)?;
+        let positions = if frames == 2 * c.max_source_positions {
+            self.enc_pos.clone()
+        } else {
+            self.enc_pos.narrow(0, 0, frames / 2)?
+        };
+        let mut x = x.transpose(1, 2)?.broadcast_add(&positions)?;
         let heads = c.encoder_attention_heads;
         for block in &self.enc_blocks {
             let a = &block.attn;
@@ -612,11 +625,15 @@ impl Whisper {
     ) -> Result<DecoderState, AsrError> {
         let c = &self.config;
         let dims = features.dims();
-        if dims.len() != 3 || dims[1] != c.max_source_positions || dims[2] != c.d_model {
+        if dims.len() != 3
+            || dims[1] == 0
+            || dims[1] > c.max_source_positions
+            || dims[2] != c.d_model
+        {
             return Err(RunError::InputShape {
                 what: "audio features",
                 found: dims.to_vec(),
-                expected: format!("[batch, {}, {}]", c.max_source_positions, c.d_model),
+                expected: format!("[batch, <= {}, {}]", c.max_source_positions, c.d_model),
             }
             .into());
         }

@@ -43,6 +43,12 @@ pub struct TranscribeOptions {
     pub vad_options: SpeechOptions,
     /// Chunks decoded together in the VAD-batched mode.
     pub batch_size: usize,
+    /// Encode a window shorter than 30 s padded only to its next whole second, and to at
+    /// least this many seconds (whisper.cpp's `audio_ctx`), instead of to the 30 s Whisper
+    /// was trained on. The encoder's cost falls in proportion, which live captions over
+    /// a few seconds of audio need; the text may differ slightly from a full window's.
+    /// `None` (the default) pads every window to 30 s, as openai and faster-whisper do.
+    pub min_audio_context: Option<f64>,
 }
 
 impl Default for TranscribeOptions {
@@ -68,6 +74,7 @@ impl Default for TranscribeOptions {
                 ..SpeechOptions::default()
             },
             batch_size: 8,
+            min_audio_context: None,
         }
     }
 }
@@ -80,6 +87,13 @@ impl TranscribeOptions {
         if self.batch_size == 0 {
             return Err(crate::error::invalid_option(
                 "batch_size must be at least 1",
+            ));
+        }
+        if let Some(s) = self.min_audio_context
+            && !(1.0..=30.0).contains(&s)
+        {
+            return Err(crate::error::invalid_option(
+                "min_audio_context must be 1 to 30 seconds",
             ));
         }
         if !(self.prompt_reset_on_temperature.is_finite()) {

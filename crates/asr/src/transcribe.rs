@@ -132,6 +132,17 @@ impl Transcriber {
         self.transcribe_streamed(samples, options, observer, &|_| {})
     }
 
+    /// Decodes the first 30 s of `samples` as one window (from its first sounding frame),
+    /// without the sequential seek past its last segment: what a live caption pass over a
+    /// short buffer needs. Segments are those of [`Transcriber::transcribe`]'s first window.
+    pub fn transcribe_window(
+        &self,
+        samples: &[f32],
+        options: &TranscribeOptions,
+    ) -> Result<Transcript, AsrError> {
+        self.run(samples, options, &|_| true, &|_| {}, true)
+    }
+
     /// [`Transcriber::transcribe_observed`], also handing each segment to `on_segment`
     /// as soon as its window is decoded, so a caller can show text long before the end.
     pub fn transcribe_streamed(
@@ -140,6 +151,17 @@ impl Transcriber {
         options: &TranscribeOptions,
         observer: Observer<'_>,
         on_segment: SegmentSink<'_>,
+    ) -> Result<Transcript, AsrError> {
+        self.run(samples, options, observer, on_segment, false)
+    }
+
+    fn run(
+        &self,
+        samples: &[f32],
+        options: &TranscribeOptions,
+        observer: Observer<'_>,
+        on_segment: SegmentSink<'_>,
+        one_window: bool,
     ) -> Result<Transcript, AsrError> {
         options.validate()?;
         let duration = samples.len() as f64 / SAMPLE_RATE as f64;
@@ -156,11 +178,15 @@ impl Transcriber {
         };
         let segments = if samples.len() < crate::mel::HOP {
             Vec::new()
-        } else if options.vad {
+        } else if options.vad && !one_window {
             self.run_vad_batched(samples, context)?
         } else {
             let mel = self.mel.compute(samples)?;
-            SeekTranscriber { context }.run(&mel)?
+            SeekTranscriber {
+                context,
+                one_window,
+            }
+            .run(&mel)?
         };
         Ok(Transcript {
             language,

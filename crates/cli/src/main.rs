@@ -5,6 +5,7 @@ mod analyze;
 mod diarize;
 mod fanout;
 mod job;
+mod live;
 mod models;
 mod probe;
 mod serve;
@@ -112,6 +113,12 @@ enum Command {
   curl -H 'Content-Type: audio/wav' -H 'Accept: text/vtt' --data-binary @jfk.wav \\
     localhost:8080/invocations")]
     Serve(serve::ServeArgs),
+    /// Captions of a live stream as they settle (JSON lines of partial and final captions).
+    #[command(after_help = "Examples:
+  mica live srt://0.0.0.0:9000?mode=listener
+  mica live udp://127.0.0.1:5000 --format vtt -o live.vtt
+  mica live news.mp4 --realtime --format txt      (a file played at its own speed)")]
+    Live(live::LiveArgs),
 }
 
 fn main() -> ExitCode {
@@ -132,6 +139,7 @@ fn main() -> ExitCode {
         Command::RunPart(args) => fanout::run_part(args, cli.quiet),
         Command::Merge(args) => fanout::merge(args),
         Command::Serve(args) => serve::run(args),
+        Command::Live(args) => live::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,8 @@
 //! symphonia cannot open (video containers it lacks, Opus, AVI, ...) falls back to an ffmpeg
 //! subprocess streamed from its stdout. Video frames always come from ffmpeg
 //! ([`FrameSource`], [`probe`]). Both stream: memory stays flat however long the input.
+//! Live sources (network URLs, or files played at native speed) come from ffmpeg through
+//! [`LiveAudio`], sample by sample as they arrive.
 //!
 //! Errors ([`MediaError`]) name the file, the reason and what to do. A partly damaged input
 //! is not an error: it yields what decodes, plus [`MediaWarning`]s on the stream or result
@@ -13,6 +15,7 @@
 mod audio;
 mod describe;
 mod ffmpeg;
+mod live;
 mod mp4;
 mod resample;
 mod symph;
@@ -26,6 +29,7 @@ pub use audio::{
 };
 pub use describe::describe;
 pub use ffmpeg::Tools;
+pub use live::{LiveAudio, LiveOptions, LiveRead, is_url};
 pub use video::{
     FrameOptions, FrameSource, Rational, VideoFrame, VideoInfo, extract_jpeg, probe, probe_with,
     smpte_timecode,

@@ -412,6 +412,12 @@ pub fn write_vtt(
     let cues = cues(transcript, turns, opts)?;
     writeln!(out, "WEBVTT")?;
     writeln!(out)?;
+    write_vtt_cues(&cues, out)
+}
+
+/// Write WebVTT cue blocks without the file header: a live writer prints the header once,
+/// then cues as they are decided.
+pub fn write_vtt_cues(cues: &[Cue], out: &mut dyn Write) -> Result<(), WriteError> {
     for cue in cues {
         writeln!(out, "{} --> {}", format_vtt(cue.start), format_vtt(cue.end))?;
         for (i, line) in cue.lines.iter().enumerate() {

@@ -1,0 +1,253 @@
+//! `mica live INPUT|URL`: captions of a live source as they settle.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use mica::{CancelToken, FeedOptions, LiveEvent, LiveOptions};
+use mica_asr::{Precision, TranscribeOptions};
+use mica_core::document::{Segment, Transcript, Word};
+use mica_core::writers::{WriterOptions, subtitle};
+use mica_media::{LiveAudio, LiveOptions as SourceOptions};
+
+/// What `mica live` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LiveFormat {
+    /// JSON lines: every partial, final and status event.
+    Json,
+    /// WebVTT cues, each printed once its sentence or utterance has settled.
+    Vtt,
+    /// The settled text, a line per utterance.
+    Txt,
+}
+
+/// Arguments of `mica live`.
+#[derive(Debug, Args)]
+pub struct LiveArgs {
+    /// A live source ffmpeg reads (srt://, rtmp://, udp://, rtp://, an HLS .m3u8 URL) or a
+    /// media file (as fast as it decodes, or at its own speed with --realtime).
+    input: String,
+    /// Tasks: asr (speakers and cuts are not available live yet).
+    #[arg(long, default_value = "asr", value_delimiter = ',')]
+    tasks: Vec<String>,
+    /// Model: a name (tiny.en, base), a directory, or hf:owner/repo.
+    #[arg(long, default_value = "tiny.en")]
+    model: String,
+    /// Spoken language code (en, es, ...), or auto to detect it on the first utterance.
+    #[arg(long, default_value = "auto")]
+    language: String,
+    /// Beams per pass (1 = greedy, the fastest).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    beam_size: u16,
+    /// Weights precision: f32, f16, bf16, q8 or q4k.
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
+    /// Seconds of new audio between two decodes of the utterance (partials' cadence).
+    #[arg(long, default_value_t = 0.5)]
+    step: f64,
+    /// Silence (ms) that ends an utterance and settles its words.
+    #[arg(long, default_value_t = 500)]
+    min_silence_ms: u32,
+    /// Text that precedes the stream (names, spelling, style).
+    #[arg(long)]
+    initial_prompt: Option<String>,
+    /// Play a file at its own speed, as if broadcast (ffmpeg -re).
+    #[arg(long)]
+    realtime: bool,
+    /// Seconds without audio before a `stalled` event.
+    #[arg(long, default_value_t = 3.0)]
+    stall_seconds: f64,
+    /// Output: json (events), vtt or txt.
+    #[arg(long, value_enum, default_value = "json")]
+    format: LiveFormat,
+    /// Write to FILE instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    compute: crate::ComputeArgs,
+}
+
+/// Runs `mica live`.
+pub fn run(args: LiveArgs) -> Result<()> {
+    for task in &args.tasks {
+        match task.as_str() {
+            "asr" => {}
+            "vad" | "diarize" | "shots" => {
+                anyhow::bail!("mica live does not do {task} yet; it captions speech (--tasks asr)")
+            }
+            other => {
+                anyhow::bail!("unknown task {other:?}; mica live does asr")
+            }
+        }
+    }
+    if !(0.5..=60.0).contains(&args.stall_seconds) {
+        anyhow::bail!("--stall-seconds must be 0.5 to 60");
+    }
+    let transcribe = TranscribeOptions {
+        language: match args.language.as_str() {
+            "auto" => None,
+            code => Some(code.to_string()),
+        },
+        initial_prompt: args.initial_prompt.clone(),
+        decode: mica_asr::DecodeOptions {
+            beam_size: usize::from(args.beam_size),
+            // Each pass is redone a moment later: a fallback would only add delay.
+            temperatures: vec![0.0],
+            ..mica_asr::DecodeOptions::default()
+        },
+        ..TranscribeOptions::default()
+    };
+    transcribe.validate()?;
+    let defaults = LiveOptions::default();
+    let live_options = LiveOptions {
+        step_seconds: args.step,
+        speech: mica::SpeechOptions {
+            min_silence_duration_ms: args.min_silence_ms,
+            ..defaults.speech.clone()
+        },
+        ..defaults
+    };
+    live_options.validate()?;
+    let device = args.compute.apply()?;
+    let analyzer = mica::Analyzer::builder()
+        .tasks([mica::Task::Asr])
+        .asr_model(&args.model)
+        .precision(args.precision)
+        .transcribe_options(transcribe)
+        .on_device(device)
+        .build()?;
+    let mut session = analyzer.live(live_options)?;
+    let source = LiveAudio::open(
+        &args.input,
+        &SourceOptions {
+            realtime: args.realtime,
+            ..SourceOptions::default()
+        },
+    )?;
+    let mut out = crate::open_output(args.output.as_deref())?;
+    let mut printer = Printer::new(args.format);
+    let mut failed = None;
+    let feed = FeedOptions {
+        stall_after: Duration::from_secs_f64(args.stall_seconds),
+    };
+    session
+        .run(source, &feed, &CancelToken::new(), &mut |event| {
+            match printer
+                .print(event, &mut out)
+                .and_then(|()| Ok(out.flush()?))
+            {
+                Ok(()) => true,
+                Err(e) => {
+                    // The reader went away (a closed pipe): stop quietly.
+                    failed = Some(e);
+                    false
+                }
+            }
+        })
+        .with_context(|| format!("{}: live captions", args.input))?;
+    if let Some(e) = failed {
+        let broken_pipe = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe);
+        if !broken_pipe {
+            return Err(e.context("writing the captions"));
+        }
+    }
+    Ok(())
+}
+
+/// Turns events into the chosen format as they come.
+struct Printer {
+    format: LiveFormat,
+    started: bool,
+    /// Settled words not yet printed as cues (vtt).
+    words: Vec<Word>,
+    /// The current text line has words (txt).
+    open_line: bool,
+}
+
+impl Printer {
+    fn new(format: LiveFormat) -> Printer {
+        Printer {
+            format,
+            started: false,
+            words: Vec::new(),
+            open_line: false,
+        }
+    }
+
+    fn print(&mut self, event: &LiveEvent, out: &mut dyn Write) -> Result<()> {
+        match self.format {
+            LiveFormat::Json => {
+                serde_json::to_writer(&mut *out, event)?;
+                writeln!(out)?;
+            }
+            LiveFormat::Txt => match event {
+                LiveEvent::Final(c) => {
+                    let text = if self.open_line {
+                        c.text.as_str()
+                    } else {
+                        c.text.trim_start()
+                    };
+                    write!(out, "{text}")?;
+                    self.open_line |= !text.is_empty();
+                    if c.end_of_utterance && self.open_line {
+                        writeln!(out)?;
+                        self.open_line = false;
+                    }
+                }
+                LiveEvent::Status { state, .. } if state == "ended" && self.open_line => {
+                    writeln!(out)?;
+                    self.open_line = false;
+                }
+                _ => {}
+            },
+            LiveFormat::Vtt => {
+                if !self.started {
+                    writeln!(out, "WEBVTT\n")?;
+                    self.started = true;
+                }
+                match event {
+                    LiveEvent::Final(c) => {
+                        self.words.extend(c.words.iter().cloned());
+                        let sentence = c
+                            .words
+                            .last()
+                            .is_some_and(|w| w.text.trim_end().ends_with(['.', '?', '!']));
+                        if c.end_of_utterance || sentence {
+                            self.cues(out)?;
+                        }
+                    }
+                    LiveEvent::Status { state, .. } if state == "ended" => self.cues(out)?,
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Prints the held words as cues (subtitle rules: 2 lines of 42, 1-7 s).
+    fn cues(&mut self, out: &mut dyn Write) -> Result<()> {
+        let words = std::mem::take(&mut self.words);
+        let (Some(first), Some(last)) = (words.first(), words.last()) else {
+            return Ok(());
+        };
+        let transcript = Transcript {
+            language: String::new(),
+            duration: last.end,
+            segments: vec![Segment {
+                start: first.start,
+                end: last.end,
+                text: words.iter().map(|w| w.text.as_str()).collect(),
+                speaker: None,
+                words,
+                avg_logprob: 0.0,
+                no_speech_prob: 0.0,
+            }],
+        };
+        let cues = subtitle::cues(&transcript, None, &WriterOptions::default())?;
+        subtitle::write_vtt_cues(&cues, out)?;
+        Ok(())
+    }
+}

@@ -29,7 +29,12 @@ pub struct LiveArgs {
     /// media file (as fast as it decodes, or at its own speed with --realtime).
     input: String,
     /// Tasks: asr (speakers and cuts are not available live yet).
-    #[arg(long, default_value = "asr", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "asr",
+        value_delimiter = ',',
+        value_parser = clap::builder::PossibleValuesParser::new(["asr"])
+    )]
     tasks: Vec<String>,
     /// Model: a name (tiny.en, base), a directory, or hf:owner/repo.
     #[arg(long, default_value = "tiny.en")]
@@ -43,11 +48,12 @@ pub struct LiveArgs {
     /// Weights precision: f32, f16, bf16, q8 or q4k.
     #[arg(long, default_value = "f32")]
     precision: Precision,
-    /// Seconds of new audio between two decodes of the utterance (partials' cadence).
-    #[arg(long, default_value_t = 0.5)]
+    /// Seconds of new audio between two decodes of the utterance (partials' cadence),
+    /// 0.1 to 10.
+    #[arg(long, default_value_t = 0.5, value_parser = seconds_in(0.1, 10.0))]
     step: f64,
-    /// Silence (ms) that ends an utterance and settles its words.
-    #[arg(long, default_value_t = 500)]
+    /// Silence (ms) that ends an utterance and settles its words, 100 to 5000.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(100..=5000))]
     min_silence_ms: u32,
     /// Text that precedes the stream (names, spelling, style).
     #[arg(long)]
@@ -55,8 +61,8 @@ pub struct LiveArgs {
     /// Play a file at its own speed, as if broadcast (ffmpeg -re).
     #[arg(long)]
     realtime: bool,
-    /// Seconds without audio before a `stalled` event.
-    #[arg(long, default_value_t = 3.0)]
+    /// Seconds without audio before a `stalled` event, 0.5 to 60.
+    #[arg(long, default_value_t = 3.0, value_parser = seconds_in(0.5, 60.0))]
     stall_seconds: f64,
     /// Output: json (events), vtt or txt.
     #[arg(long, value_enum, default_value = "json")]
@@ -68,22 +74,17 @@ pub struct LiveArgs {
     compute: crate::ComputeArgs,
 }
 
+/// A parser of seconds between `low` and `high` (bad values exit 2, as usage errors).
+fn seconds_in(low: f64, high: f64) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |s| match s.parse::<f64>() {
+        Ok(v) if (low..=high).contains(&v) => Ok(v),
+        Ok(_) => Err(format!("must be {low} to {high} seconds")),
+        Err(e) => Err(format!("not a number of seconds: {e}")),
+    }
+}
+
 /// Runs `mica live`.
 pub fn run(args: LiveArgs) -> Result<()> {
-    for task in &args.tasks {
-        match task.as_str() {
-            "asr" => {}
-            "vad" | "diarize" | "shots" => {
-                anyhow::bail!("mica live does not do {task} yet; it captions speech (--tasks asr)")
-            }
-            other => {
-                anyhow::bail!("unknown task {other:?}; mica live does asr")
-            }
-        }
-    }
-    if !(0.5..=60.0).contains(&args.stall_seconds) {
-        anyhow::bail!("--stall-seconds must be 0.5 to 60");
-    }
     let transcribe = TranscribeOptions {
         language: match args.language.as_str() {
             "auto" => None,
@@ -92,8 +93,7 @@ pub fn run(args: LiveArgs) -> Result<()> {
         initial_prompt: args.initial_prompt.clone(),
         decode: mica_asr::DecodeOptions {
             beam_size: usize::from(args.beam_size),
-            // Each pass is redone a moment later: a fallback would only add delay.
-            temperatures: vec![0.0],
+            // The temperature fallback runs on an utterance's last pass only.
             ..mica_asr::DecodeOptions::default()
         },
         ..TranscribeOptions::default()
@@ -109,6 +109,10 @@ pub fn run(args: LiveArgs) -> Result<()> {
         ..defaults
     };
     live_options.validate()?;
+    // A local file is checked before anything is printed (missing, empty, not media).
+    if !mica_media::is_url(&args.input) {
+        drop(mica_media::AudioStream::open(&args.input)?);
+    }
     let device = args.compute.apply()?;
     let analyzer = mica::Analyzer::builder()
         .tasks([mica::Task::Asr])

@@ -24,7 +24,6 @@ fn analyzer() -> Res<&'static Analyzer> {
     let options = TranscribeOptions {
         decode: mica_asr::DecodeOptions {
             beam_size: 1,
-            temperatures: vec![0.0],
             ..Default::default()
         },
         ..TranscribeOptions::default()

@@ -140,6 +140,9 @@ pub enum LiveEvent {
 pub struct LiveSession {
     transcriber: Transcriber,
     decode: TranscribeOptions,
+    /// The temperatures of the last pass of an utterance (the caller's fallback); the
+    /// passes before it decode at the first one only, as a later pass redoes them anyway.
+    temperatures: Vec<f32>,
     user_prompt: Option<String>,
     language_fixed: bool,
     vad: VadStream,
@@ -197,6 +200,7 @@ impl Analyzer {
         )?;
         Ok(LiveSession {
             transcriber: transcriber.clone(),
+            temperatures: decode.decode.temperatures.clone(),
             language_fixed: decode.language.is_some(),
             decode,
             user_prompt,
@@ -304,6 +308,11 @@ impl LiveSession {
             // Speech holds a few tokens a second: a pass running far past that is in a
             // repetition loop, and each token costs a decoder step.
             let seconds = upto as f64 / RATE;
+            self.decode.decode.temperatures = if last {
+                self.temperatures.clone()
+            } else {
+                self.temperatures.iter().take(1).copied().collect()
+            };
             self.decode.decode.sample_len =
                 Some((16.0 + TOKENS_PER_SECOND * seconds).ceil().min(224.0) as usize);
             let started = std::time::Instant::now();

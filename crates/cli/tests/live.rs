@@ -1,0 +1,155 @@
+//! `mica live`: a file read as a stream, a UDP stream sent in real time by ffmpeg with a
+//! stall before it, every output format, and bad input and arguments.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_error_line, mica, sample};
+
+fn events(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is a JSON event"))
+        .collect()
+}
+
+fn settled_text(events: &[serde_json::Value]) -> String {
+    events
+        .iter()
+        .filter(|e| e["event"] == "final")
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect::<String>()
+        .to_lowercase()
+}
+
+#[test]
+fn a_file_gives_settled_captions_in_every_format() {
+    let jfk = sample("jfk", "jfk.wav");
+    let out = mica(&["live", &jfk]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&out.stdout);
+    assert_eq!(ev[0]["event"], "status");
+    assert_eq!(ev[0]["state"], "listening");
+    assert_eq!(ev.last().unwrap()["state"], "ended");
+    let text = settled_text(&ev);
+    for words in [
+        "fellow americans",
+        "your country can do for you",
+        "for your country",
+    ] {
+        assert!(text.contains(words), "{text:?}");
+    }
+    // Every final's words lie inside the 11 s and in time order.
+    let mut last = 0.0;
+    for e in ev.iter().filter(|e| e["event"] == "final") {
+        for w in e["words"].as_array().unwrap() {
+            let (s, end) = (w["start"].as_f64().unwrap(), w["end"].as_f64().unwrap());
+            assert!(s >= last - 0.05 && end <= 11.0 + 1e-6 && s <= end, "{w}");
+            last = s;
+        }
+    }
+
+    let txt = mica(&["live", &jfk, "--format", "txt"]);
+    let txt = String::from_utf8(txt.stdout).unwrap().to_lowercase();
+    assert!(
+        txt.contains("fellow americans") && txt.ends_with('\n'),
+        "{txt:?}"
+    );
+
+    let vtt = mica(&["live", &jfk, "--format", "vtt"]);
+    let vtt = String::from_utf8(vtt.stdout).unwrap();
+    assert!(vtt.starts_with("WEBVTT\n\n"), "{vtt}");
+    assert!(vtt.matches(" --> ").count() >= 3, "{vtt}");
+    assert!(vtt.to_lowercase().contains("your country"), "{vtt}");
+}
+
+#[test]
+fn a_udp_stream_in_real_time_stalls_then_is_captioned() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // ffmpeg ends the input after 3 s without packets, once the sender is done.
+    let url = format!("udp://127.0.0.1:{port}?timeout=3000000");
+    let mut live = Command::new(env!("CARGO_BIN_EXE_mica"))
+        .args(["live", &url, "--stall-seconds", "1"])
+        .env("MICA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(live.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("listening"), "{first}");
+    // Nothing comes for 2 s (a stall), then JFK in real time.
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let sender = Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-i", &sample("jfk", "jfk.wav")])
+        .args(["-c:a", "aac", "-f", "mpegts"])
+        .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"))
+        .status()
+        .unwrap();
+    assert!(sender.success());
+    let mut ev = vec![serde_json::from_str::<serde_json::Value>(&first).unwrap()];
+    ev.extend(lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()));
+    assert!(live.wait().unwrap().success());
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "played in real time"
+    );
+    let states: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["event"] == "status")
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states[..3],
+        ["listening", "stalled", "resumed"],
+        "{states:?}"
+    );
+    assert_eq!(states.last(), Some(&"ended"));
+    let text = settled_text(&ev);
+    assert!(text.contains("your country"), "{text:?}");
+    assert!(ev.iter().any(|e| e["event"] == "partial"));
+}
+
+#[test]
+fn bad_input_and_arguments_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.wav");
+    std::fs::write(&text, "not audio at all, just words\n".repeat(200)).unwrap();
+    let empty = dir.path().join("empty.wav");
+    std::fs::write(&empty, b"").unwrap();
+    for (input, needle) in [
+        ("/no/such/stream.wav", "no such file"),
+        (empty.to_str().unwrap(), "empty"),
+        (text.to_str().unwrap(), "notes.wav"),
+    ] {
+        let out = mica(&["live", input]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_error_line(&out, &[needle]);
+    }
+    let jfk = sample("jfk", "jfk.wav");
+    for args in [
+        vec!["live", &jfk, "--tasks", "diarize"],
+        vec!["live", &jfk, "--step", "0"],
+        vec!["live", &jfk, "--step", "fast"],
+        vec!["live", &jfk, "--stall-seconds", "1000"],
+        vec!["live", &jfk, "--min-silence-ms", "10"],
+        vec!["live", &jfk, "--beam-size", "0"],
+        vec!["live", &jfk, "--format", "srt"],
+    ] {
+        let out = mica(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    let out = mica(&["live", &jfk, "--model", "large-v9"]);
+    assert_error_line(&out, &["large-v9"]);
+}

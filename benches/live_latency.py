@@ -132,6 +132,7 @@ def main():
     t0 = time.monotonic()
     sender = subprocess.Popen(
         ["ffmpeg", "-v", "error", "-re", "-i", str(rec), "-c:a", "aac", "-b:a", "128k",
+         "-muxdelay", "0", "-muxpreload", "0", "-flush_packets", "1",
          "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316"],
     )
     rss_peak = rss_start

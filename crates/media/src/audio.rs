@@ -736,6 +736,30 @@ struct FfmpegAudio {
     done: bool,
 }
 
+/// ffmpeg arguments writing the first audio stream to stdout as raw f32 samples at 16 kHz
+/// in `channels` channels.
+pub(crate) fn f32_output_args(channels: usize) -> impl Iterator<Item = OsString> {
+    let (channels, rate) = (channels.to_string(), SAMPLE_RATE.to_string());
+    [
+        "-map",
+        "0:a:0",
+        "-vn",
+        "-sn",
+        "-dn",
+        "-ac",
+        &channels,
+        "-ar",
+        &rate,
+        "-c:a",
+        "pcm_f32le",
+        "-f",
+        "f32le",
+        "pipe:1",
+    ]
+    .map(OsString::from)
+    .into_iter()
+}
+
 impl FfmpegAudio {
     fn open(
         file: &Path,
@@ -801,26 +825,7 @@ impl FfmpegAudio {
             .iter()
             .map(OsString::from)
             .chain([ffmpeg::input_arg(file)])
-            .chain(
-                [
-                    "-map",
-                    "0:a:0",
-                    "-vn",
-                    "-sn",
-                    "-dn",
-                    "-ac",
-                    &channels.to_string(),
-                    "-ar",
-                    &SAMPLE_RATE.to_string(),
-                    "-c:a",
-                    "pcm_f32le",
-                    "-f",
-                    "f32le",
-                    "pipe:1",
-                ]
-                .iter()
-                .map(OsString::from),
-            )
+            .chain(f32_output_args(channels))
             .collect();
         let proc = Subprocess::spawn(Tool::Ffmpeg, tools, &args, file, why, |_| true)?;
         Ok((

@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::audio::SAMPLE_RATE;
+use crate::audio::{SAMPLE_RATE, f32_output_args};
 use crate::ffmpeg::{self, Subprocess, Tool, Tools, Want};
 use crate::{MediaError, check_file};
 
@@ -105,28 +105,9 @@ impl LiveAudio {
         }
         args.push("-i".into());
         args.push(input);
-        args.extend(
-            [
-                "-map",
-                "0:a:0",
-                "-vn",
-                "-sn",
-                "-dn",
-                "-ac",
-                "1",
-                "-ar",
-                &SAMPLE_RATE.to_string(),
-                "-c:a",
-                "pcm_f32le",
-                "-f",
-                "f32le",
-                "-flush_packets",
-                "1",
-                "pipe:1",
-            ]
-            .iter()
-            .map(OsString::from),
-        );
+        // Each packet is written as soon as it is decoded.
+        args.extend(["-flush_packets", "1"].map(OsString::from));
+        args.extend(f32_output_args(1));
         let proc = Subprocess::spawn(
             Tool::Ffmpeg,
             &options.tools,

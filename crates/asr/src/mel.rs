@@ -400,6 +400,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_reduced_audio_context_pads_to_whole_seconds() {
+        assert_eq!(window_width(250, None), WINDOW_FRAMES);
+        assert_eq!(window_width(250, Some(15.0)), 1500);
+        assert_eq!(window_width(1_601, Some(15.0)), 1700);
+        assert_eq!(window_width(2_999, Some(1.0)), WINDOW_FRAMES);
+        assert_eq!(window_width(0, Some(1.0)), 100);
+        assert_eq!(window_width(5_000, Some(30.0)), WINDOW_FRAMES);
+    }
+
+    #[test]
     fn filters_are_triangles() -> Result<(), AsrError> {
         let f = mel_filters(80)?;
         // Every filter has some weight, and no bin has negative weight.

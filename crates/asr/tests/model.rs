@@ -414,12 +414,18 @@ fn q8_greedy_text() -> TestResult {
 #[test]
 fn bad_inputs_are_errors() -> TestResult {
     let m = model("tiny.en", Precision::F32)?;
-    let bad = Tensor::zeros((1, 80, 100), candle_core::DType::F32, m.device())?;
-    let err = m.encode(&bad).err().ok_or("encoded 100 frames")?;
-    assert!(
-        matches!(err, AsrError::Run(RunError::InputShape { .. })),
-        "{err}"
-    );
+    // A reduced audio context (an even frame count up to 3000) encodes to half as many
+    // positions; an odd count or more than 30 s does not encode.
+    let short = Tensor::zeros((1, 80, 100), candle_core::DType::F32, m.device())?;
+    assert_eq!(m.encode(&short)?.dims(), &[1, 50, 384]);
+    for frames in [101, 3002] {
+        let bad = Tensor::zeros((1, 80, frames), candle_core::DType::F32, m.device())?;
+        let err = m.encode(&bad).err().ok_or("encoded a bad frame count")?;
+        assert!(
+            matches!(err, AsrError::Run(RunError::InputShape { .. })),
+            "{err}"
+        );
+    }
     let feats = Tensor::zeros((1, 1500, 384), candle_core::DType::F32, m.device())?;
     let mut st = m.decoder_state(&feats, 2)?;
     // Wrong row count.

@@ -64,6 +64,10 @@ pub struct LiveArgs {
     /// Seconds without audio before a `stalled` event, 0.5 to 60.
     #[arg(long, default_value_t = 3.0, value_parser = seconds_in(0.5, 60.0))]
     stall_seconds: f64,
+    /// Seconds a network source that went away is tried again before the session ends,
+    /// 0 to 3600 (0: end with it). Files are never reopened.
+    #[arg(long, default_value_t = 30.0, value_parser = seconds_in(0.0, 3600.0))]
+    reconnect_seconds: f64,
     /// Output: json (events), vtt or txt.
     #[arg(long, value_enum, default_value = "json")]
     format: LiveFormat,
@@ -134,6 +138,7 @@ pub fn run(args: LiveArgs) -> Result<()> {
     let mut failed = None;
     let feed = FeedOptions {
         stall_after: Duration::from_secs_f64(args.stall_seconds),
+        reconnect_for: Duration::from_secs_f64(args.reconnect_seconds),
     };
     session
         .run(source, &feed, &CancelToken::new(), &mut |event| {

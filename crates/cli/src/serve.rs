@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// Let JSON {"path": ...} invocations read files under DIR (off by default).
     #[arg(long, value_name = "DIR")]
     input_root: Option<PathBuf>,
+    /// Let GET /live sessions read stream URLs their clients name (srt, udp, rtp, rtmp,
+    /// rtsp, tcp, http/HLS). Off by default: the server would fetch any address it is given.
+    #[arg(long, env = "MICA_LIVE_URLS")]
+    live_urls: bool,
     /// Seconds in-flight analyses get to finish after SIGTERM before they are cancelled,
     /// at most 20 (SageMaker kills the container 30 s after SIGTERM).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(..=20))]
@@ -99,6 +103,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         drain: Duration::from_secs(args.drain),
         model: args.models.model().to_string(),
         temp_dir: None,
+        live_urls: args.live_urls,
     };
     let builder = args
         .models

@@ -1,5 +1,6 @@
 //! `mica live`: a file read as a stream, a UDP stream sent in real time by ffmpeg with a
-//! stall before it, every output format, and bad input and arguments.
+//! stall before it, a TCP stream that goes away and comes back, every output format, and
+//! bad input and arguments.
 
 mod common;
 
@@ -152,4 +153,75 @@ fn bad_input_and_arguments_fail_cleanly() {
     }
     let out = mica(&["live", &jfk, "--model", "large-v9"]);
     assert_error_line(&out, &["large-v9"]);
+}
+
+/// `ffmpeg -re` playing part of JFK to a TCP port it listens on.
+fn tcp_sender(port: u16, part: &[&str]) -> std::process::Child {
+    Command::new("ffmpeg")
+        .args(["-v", "error", "-re"])
+        .args(part)
+        .args(["-i", &sample("jfk", "jfk.wav")])
+        .args(["-c:a", "aac", "-f", "mpegts"])
+        .arg(format!("tcp://127.0.0.1:{port}?listen=1"))
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_stream_that_goes_away_is_reconnected_then_given_up() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The first 5.5 s of JFK, then (once that sender is gone) the rest, then nothing.
+    let mut first = tcp_sender(port, &["-t", "5.5"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut live = Command::new(env!("CARGO_BIN_EXE_mica"))
+        .args(["live", &url, "--reconnect-seconds", "4", "--stall-seconds", "20"])
+        .env("MICA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = live.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(&l.unwrap()).unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert!(first.wait().unwrap().success());
+    let mut second = tcp_sender(port, &["-ss", "5.5"]);
+    assert!(second.wait().unwrap().success());
+    let t = Instant::now();
+    assert!(live.wait().unwrap().success());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "gave up after its reconnect time"
+    );
+    let ev = reader.join().unwrap();
+    let states: Vec<&str> = ev
+        .iter()
+        .filter(|e| e["event"] == "status")
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["listening", "reconnecting", "resumed", "reconnecting", "ended"],
+        "{ev:?}"
+    );
+    let ended = ev.last().unwrap();
+    assert!(
+        ended["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not come back within 4 s")),
+        "{ended}"
+    );
+    // Words from both connections, in one transcript.
+    let text = settled_text(&ev);
+    assert!(
+        text.contains("fellow america") && text.contains("your country"),
+        "{text:?}"
+    );
 }

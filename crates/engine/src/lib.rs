@@ -33,7 +33,9 @@ pub use builder::{AnalyzerBuilder, DEFAULT_PART_SECONDS, Task};
 pub use control::{CancelToken, Progress, ProgressFn, RunControl, SegmentFn, Stage};
 pub use error::Error;
 pub use fanout::{PartKind, PartResult, PartSize, Plan, PlannedPart};
-pub use live::{Caption, FeedOptions, LiveEvent, LiveOptions, LiveSession};
+pub use live::{
+    Caption, FeedOptions, LiveEvent, LiveInbox, LiveOptions, LiveSender, LiveSession, live_channel,
+};
 pub use mica_asr::{BatchStats, Precision, TranscribeOptions};
 pub use mica_core::device::DeviceSpec;
 pub use mica_core::document::{self, Analysis};

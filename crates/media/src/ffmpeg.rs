@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use super::MediaError;
@@ -167,7 +167,9 @@ pub(crate) fn lock(log: &Mutex<StderrLog>) -> MutexGuard<'_, StderrLog> {
 /// Dropping it kills and reaps the child and joins the thread: no zombies, and no hang when
 /// the consumer stops early.
 pub(crate) struct Subprocess {
-    child: Child,
+    /// Shared with [`Killer`]s, which stop the child from another thread while this one
+    /// is blocked reading its stdout (a separate handle, so no lock is held by a read).
+    child: Arc<Mutex<Child>>,
     stdout: Option<ChildStdout>,
     stderr_thread: Option<JoinHandle<()>>,
     pub(crate) log: Arc<Mutex<StderrLog>>,
@@ -226,7 +228,7 @@ impl Subprocess {
             }
         };
         Ok(Subprocess {
-            child,
+            child: Arc::new(Mutex::new(child)),
             stdout,
             stderr_thread,
             log,
@@ -263,12 +265,36 @@ impl Subprocess {
     /// After stdout ended: waits for the child and the stderr thread.
     pub(crate) fn finish(&mut self) -> std::io::Result<ExitStatus> {
         self.stdout = None;
-        let status = self.child.wait();
+        let status = lock_child(&self.child).wait();
         if let Some(thread) = self.stderr_thread.take() {
             let _ = thread.join();
         }
         status
     }
+
+    /// A handle that kills the child from any thread.
+    pub(crate) fn killer(&self) -> Killer {
+        Killer(Arc::clone(&self.child))
+    }
+}
+
+/// Kills a [`Subprocess`]'s child from another thread: its reader then sees the end of
+/// stdout and returns.
+#[derive(Clone)]
+pub(crate) struct Killer(Arc<Mutex<Child>>);
+
+impl Killer {
+    /// Kills the child unless it already exited.
+    pub(crate) fn kill(&self) {
+        let mut child = lock_child(&self.0);
+        if let Ok(None) = child.try_wait() {
+            let _ = child.kill();
+        }
+    }
+}
+
+fn lock_child(child: &Mutex<Child>) -> MutexGuard<'_, Child> {
+    child.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Drop for Subprocess {
@@ -276,10 +302,12 @@ impl Drop for Subprocess {
         // Closing stdout first makes a child blocked on writing exit with EPIPE even if the
         // kill below races with its exit.
         self.stdout = None;
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+        let mut child = lock_child(&self.child);
+        if let Ok(None) = child.try_wait() {
+            let _ = child.kill();
         }
-        let _ = self.child.wait();
+        let _ = child.wait();
+        drop(child);
         if let Some(thread) = self.stderr_thread.take() {
             let _ = thread.join();
         }

@@ -29,7 +29,7 @@ pub use audio::{
 };
 pub use describe::describe;
 pub use ffmpeg::Tools;
-pub use live::{LiveAudio, LiveOptions, LiveRead, is_url};
+pub use live::{LiveAudio, LiveOptions, LiveRead, LiveStopper, is_url};
 pub use video::{
     FrameOptions, FrameSource, Rational, VideoFrame, VideoInfo, extract_jpeg, probe, probe_with,
     smpte_timecode,

@@ -34,9 +34,29 @@ pub enum LiveRead {
     End,
 }
 
+/// Stops a [`LiveAudio`] from another thread: a reader blocked on a silent source returns.
+#[derive(Clone)]
+pub struct LiveStopper(ffmpeg::Killer);
+
+impl LiveStopper {
+    /// Stops the source's ffmpeg (nothing happens if it already ended).
+    pub fn stop(&self) {
+        self.0.kill();
+    }
+}
+
+impl std::fmt::Debug for LiveStopper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveStopper")
+    }
+}
+
 /// A running decode of a live source. Dropping it stops ffmpeg.
 pub struct LiveAudio {
     proc: Subprocess,
+    /// The source as given, and how it was opened (for [`LiveAudio::reopen`]).
+    source: String,
+    options: LiveOptions,
     label: PathBuf,
     buf: Vec<u8>,
     /// Bytes of an incomplete sample kept at the front of `buf`.
@@ -118,6 +138,8 @@ impl LiveAudio {
         )?;
         Ok(LiveAudio {
             proc,
+            source: source.to_string(),
+            options: options.clone(),
             label,
             buf: vec![0; READ_BYTES],
             carry: 0,
@@ -129,6 +151,24 @@ impl LiveAudio {
     /// The source as given.
     pub fn source(&self) -> &Path {
         &self.label
+    }
+
+    /// Whether the source is a network stream (which may come back after it ended), not a
+    /// file.
+    pub fn is_network(&self) -> bool {
+        is_url(&self.source)
+    }
+
+    /// Opens the same source again, as it was opened (to reconnect to a stream that went
+    /// away).
+    pub fn reopen(&self) -> Result<LiveAudio, MediaError> {
+        LiveAudio::open(&self.source, &self.options)
+    }
+
+    /// A handle that stops this source from another thread (while this one is blocked in
+    /// [`LiveAudio::read`], which then reports the end).
+    pub fn stopper(&self) -> LiveStopper {
+        LiveStopper(self.proc.killer())
     }
 
     /// Samples received so far.

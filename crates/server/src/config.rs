@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub model: String,
     /// Where uploads are spooled (None: the system's temporary directory).
     pub temp_dir: Option<PathBuf>,
+    /// `GET /live` may read stream URLs clients name (`source=srt://...`). Off by default:
+    /// such a server fetches whatever network address it is given.
+    pub live_urls: bool,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +50,7 @@ impl Default for ServerConfig {
             drain: Duration::from_secs(20),
             model: "tiny.en".into(),
             temp_dir: None,
+            live_urls: false,
         }
     }
 }

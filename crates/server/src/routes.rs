@@ -35,6 +35,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(crate::stream::invocations_stream),
         )
         .route("/execution-parameters", get(execution_parameters))
+        .route("/live", get(crate::live::live))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -85,7 +86,7 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route; the routes are GET /ping, POST /invocations, POST /invocations-response-stream, GET /execution-parameters and GET /metrics",
+        "no such route; the routes are GET /ping, POST /invocations, POST /invocations-response-stream, GET /execution-parameters, GET /live (WebSocket) and GET /metrics",
     )
 }
 

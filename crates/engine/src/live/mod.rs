@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Analyzer, Error, Task};
 use agreement::Agreement;
-pub use feed::FeedOptions;
+pub use feed::{FeedOptions, LiveInbox, LiveSender, live_channel};
 
 const RATE: f64 = 16_000.0;
 /// Characters of settled text given as the prompt (whisper_streaming's 200).

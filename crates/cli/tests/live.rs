@@ -179,7 +179,14 @@ fn a_stream_that_goes_away_is_reconnected_then_given_up() {
     std::thread::sleep(Duration::from_millis(1500));
     let url = format!("tcp://127.0.0.1:{port}");
     let mut live = Command::new(env!("CARGO_BIN_EXE_mica"))
-        .args(["live", &url, "--reconnect-seconds", "4", "--stall-seconds", "20"])
+        .args([
+            "live",
+            &url,
+            "--reconnect-seconds",
+            "4",
+            "--stall-seconds",
+            "20",
+        ])
         .env("MICA_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -208,7 +215,13 @@ fn a_stream_that_goes_away_is_reconnected_then_given_up() {
         .collect();
     assert_eq!(
         states,
-        ["listening", "reconnecting", "resumed", "reconnecting", "ended"],
+        [
+            "listening",
+            "reconnecting",
+            "resumed",
+            "reconnecting",
+            "ended"
+        ],
         "{ev:?}"
     );
     let ended = ev.last().unwrap();

@@ -561,6 +561,13 @@ fn every_bad_input_is_a_client_error_and_the_server_stays_up() {
     assert!(t.elapsed() < Duration::from_secs(10));
     server.ping_ok();
     assert!(server.temp_files().is_empty(), "{:?}", server.temp_files());
+
+    // A server not started with --live-urls reads no source URL.
+    let source = encode("udp://127.0.0.1:9?timeout=1");
+    assert_eq!(
+        live_socket(&server, &format!("?source={source}")).err(),
+        Some(403)
+    );
 }
 
 /// Percentile `p` (0-100) of `values`.
@@ -1066,5 +1073,217 @@ fn bad_serve_flags_fail_before_the_port_is_bound() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
         assert!(!stderr.contains("listening on"), "{args:?}: {stderr}");
+    }
+}
+
+type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Opens `GET /live?QUERY` as a WebSocket, or returns the HTTP status it was refused with.
+fn live_socket(server: &Server, query: &str) -> Result<Socket, u16> {
+    let url = format!(
+        "{}/live{query}",
+        server.base.replacen("http://", "ws://", 1)
+    );
+    match tungstenite::connect(url) {
+        Ok((socket, _)) => {
+            if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+                tcp.set_read_timeout(Some(Duration::from_secs(120)))
+                    .unwrap();
+            }
+            Ok(socket)
+        }
+        Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("no WebSocket answer: {e}"),
+    }
+}
+
+/// Every event until the server closes the socket, and the close code.
+fn live_events(socket: &mut Socket) -> (Vec<serde_json::Value>, Option<u16>) {
+    let mut events = Vec::new();
+    loop {
+        match socket.read() {
+            Ok(tungstenite::Message::Text(text)) => {
+                events.push(serde_json::from_str(text.as_str()).expect("events are JSON"));
+            }
+            Ok(tungstenite::Message::Close(frame)) => {
+                return (events, frame.map(|f| u16::from(f.code)));
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                return (events, None);
+            }
+            Err(e) => panic!("reading events: {e} after {events:?}"),
+        }
+    }
+}
+
+fn live_text(events: &[serde_json::Value]) -> String {
+    events
+        .iter()
+        .filter(|e| e["event"] == "final")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect::<String>()
+        .to_lowercase()
+}
+
+fn states(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "status")
+        .map(|e| e["state"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// JFK as 16 kHz s16le bytes.
+fn jfk_pcm() -> Vec<u8> {
+    let mut reader = hound::WavReader::open(sample("jfk", "jfk.wav")).unwrap();
+    assert_eq!(reader.spec().sample_rate, 16_000);
+    reader
+        .samples::<i16>()
+        .flat_map(|s| s.unwrap().to_le_bytes())
+        .collect()
+}
+
+#[test]
+fn live_sockets_caption_client_audio_and_source_urls() {
+    let server = Server::start(&[
+        "--tasks",
+        "vad,asr",
+        "--live-urls",
+        "--workers",
+        "1",
+        "--queue",
+        "0",
+        "--upload-stall",
+        "2",
+    ]);
+    // Client audio in messages that split samples, then the end message.
+    let mut socket = live_socket(&server, "?encoding=s16le&sample_rate=16000").unwrap();
+    // The one worker is taken: a second session is refused at once.
+    assert_eq!(live_socket(&server, "").err(), Some(429));
+    for chunk in jfk_pcm().chunks(3201) {
+        socket
+            .send(tungstenite::Message::binary(chunk.to_vec()))
+            .unwrap();
+    }
+    socket
+        .send(tungstenite::Message::text(r#"{"type":"end"}"#))
+        .unwrap();
+    let (events, code) = live_events(&mut socket);
+    assert_eq!(code, Some(1000), "{events:?}");
+    let s = states(&events);
+    assert_eq!(s.first().map(String::as_str), Some("listening"));
+    assert_eq!(s.last().map(String::as_str), Some("ended"));
+    let text = live_text(&events);
+    assert!(
+        text.contains("fellow americans") && text.contains("your country"),
+        "{text:?}"
+    );
+    assert!(events.iter().any(|e| e["event"] == "partial"));
+
+    // A source URL the server reads: JFK sent in real time over UDP.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let source = format!("udp://127.0.0.1:{port}?timeout=2000000");
+    let query = format!("?source={}&reconnect_seconds=0", encode(&source));
+    // The first session's place is freed as it closes.
+    let mut socket = retry_socket(&server, &query);
+    let sender = Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-i", &sample("jfk", "jfk.wav")])
+        .args(["-c:a", "aac", "-f", "mpegts"])
+        .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"))
+        .status()
+        .unwrap();
+    assert!(sender.success());
+    let (events, code) = live_events(&mut socket);
+    assert_eq!(code, Some(1000), "{events:?}");
+    assert!(live_text(&events).contains("your country"), "{events:?}");
+    assert_eq!(states(&events).last().map(String::as_str), Some("ended"));
+
+    // A client that sends nothing is ended after the stall time; one that sends a text
+    // other than the end message is closed with a policy error.
+    let mut socket = retry_socket(&server, "");
+    let t = Instant::now();
+    let (events, code) = live_events(&mut socket);
+    assert_eq!(code, Some(1000));
+    let last = events.last().unwrap();
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no audio")),
+        "{events:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(15));
+    let mut socket = retry_socket(&server, "");
+    socket.send(tungstenite::Message::text("hello")).unwrap();
+    let (_, code) = live_events(&mut socket);
+    assert_eq!(code, Some(1008));
+
+    // A client that goes away mid-stream frees its place at once.
+    let mut socket = retry_socket(&server, "");
+    socket
+        .send(tungstenite::Message::binary(jfk_pcm()[..32_000].to_vec()))
+        .unwrap();
+    drop(socket);
+    let mut socket = retry_socket(&server, "?encoding=f32le");
+    let f32le: Vec<u8> = jfk_pcm()
+        .chunks(2)
+        .flat_map(|b| (f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0).to_le_bytes())
+        .collect();
+    socket.send(tungstenite::Message::binary(f32le)).unwrap();
+    socket
+        .send(tungstenite::Message::text(r#"{"type":"end"}"#))
+        .unwrap();
+    let (events, _) = live_events(&mut socket);
+    assert!(live_text(&events).contains("your country"), "{events:?}");
+
+    // Refused before the upgrade, as HTTP errors.
+    let fs = encode("file:///etc/passwd");
+    for (query, status) in [
+        (format!("?source={fs}"), 400),
+        ("?source=%2Fetc%2Fpasswd".to_string(), 400),
+        ("?speed=fast".to_string(), 400),
+        ("?tasks=diarize".to_string(), 400),
+        ("?sample_rate=48000".to_string(), 400),
+        ("?encoding=mp3".to_string(), 400),
+        ("?model=base".to_string(), 400),
+        ("?step=0.01".to_string(), 400),
+        ("?reconnect_seconds=5".to_string(), 400),
+    ] {
+        assert_eq!(live_socket(&server, &query).err(), Some(status), "{query}");
+    }
+    let plain = server.get("/live");
+    assert_eq!(
+        (plain.status, plain.code().as_str()),
+        (426, "upgrade_required")
+    );
+    server.ping_ok();
+}
+
+/// Opens a session once the previous one's place is free (within 10 s).
+fn retry_socket(server: &Server, query: &str) -> Socket {
+    let t = Instant::now();
+    loop {
+        match live_socket(server, query) {
+            Ok(socket) => return socket,
+            Err(429) if t.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(status) => panic!("{query}: refused with {status}"),
+        }
     }
 }

@@ -81,7 +81,7 @@ struct LiveQuery {
 
 /// Where a session's audio comes from.
 enum Audio {
-    Url(LiveAudio),
+    Url(Box<LiveAudio>),
     Client(Encoding),
 }
 
@@ -126,7 +126,7 @@ fn start(
                     "encoding and sample_rate describe audio the client sends; a source= is decoded by the server",
                 ));
             }
-            Audio::Url(open_source(state, source)?)
+            Audio::Url(Box::new(open_source(state, source)?))
         }
         None => {
             if query.reconnect_seconds.is_some() {
@@ -232,40 +232,62 @@ async fn serve_socket(
 ) {
     let (mut sink, mut stream) = socket.split();
     let cancel = admission.cancel.clone();
-    // The session waits for a worker like any invocation; a client gone meanwhile frees
-    // its place.
-    let lane = tokio::select! {
-        lane = admission.lane() => lane,
-        () = closed(&mut stream) => return,
+    // The session waits for a worker like any invocation. What the client sends meanwhile
+    // is kept (up to the queue bound) and a client gone frees its place.
+    let mut early = Vec::new();
+    let mut early_bytes = 0;
+    let lane = loop {
+        tokio::select! {
+            lane = admission.lane() => break lane,
+            message = stream.next(), if early_bytes < MAX_MESSAGE_BYTES * 4 => match message {
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(message)) => {
+                    early_bytes += match &message {
+                        Message::Binary(b) => b.len(),
+                        Message::Text(t) => t.len(),
+                        _ => 0,
+                    };
+                    early.push(message);
+                }
+            },
+        }
     };
     let (events_tx, mut events) = mpsc::unbounded_channel::<String>();
-    let (sender, client_encoding) = match audio {
+    let mut client = Client {
+        sender: None,
+        encoding: None,
+        pcm: Pcm::default(),
+        last_audio: Instant::now(),
+        close: None,
+        cancel: cancel.clone(),
+    };
+    match audio {
         Audio::Url(source) => {
             let cancel = cancel.clone();
-            let events_tx = events_tx.clone();
-            spawn_session(lane, events_tx, move |session, on_event| {
-                session.run(source, &feed, &cancel, on_event)
-            }, session);
-            (None, None)
+            spawn_session(lane, events_tx, session, move |session, on_event| {
+                session.run(*source, &feed, &cancel, on_event)
+            });
         }
         Audio::Client(encoding) => {
             let (sender, inbox) = live_channel();
             let cancel = cancel.clone();
-            spawn_session(lane, events_tx.clone(), move |session, on_event| {
+            spawn_session(lane, events_tx, session, move |session, on_event| {
                 session.run_fed(inbox, &feed, &cancel, on_event)
-            }, session);
-            (Some(sender), Some(encoding))
+            });
+            client.sender = Some(sender);
+            client.encoding = Some(encoding);
         }
-    };
-    drop(events_tx);
-    let mut sender = sender;
-    let mut pcm = Pcm::default();
-    let mut last_audio = Instant::now();
+    }
+    for message in early {
+        if !client.take(message) {
+            return;
+        }
+    }
     let idle = state.config.upload_stall;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut close = None;
     loop {
-        let room = sender
+        let room = client
+            .sender
             .as_ref()
             .is_none_or(|s| s.queued_seconds() < MAX_QUEUED_SECONDS);
         tokio::select! {
@@ -280,48 +302,26 @@ async fn serve_socket(
                 None => break,
             },
             message = stream.next(), if room => match message {
-                Some(Ok(Message::Binary(bytes))) => match (&sender, client_encoding) {
-                    (Some(s), Some(encoding)) => {
-                        last_audio = Instant::now();
-                        let samples = pcm.decode(&bytes, encoding);
-                        if !samples.is_empty() {
-                            s.send(samples);
-                        }
-                    }
-                    _ => {
-                        close = Some((close_code::POLICY, "this session reads its source URL; send no audio"));
-                        cancel.cancel();
-                    }
-                },
-                Some(Ok(Message::Text(text))) => {
-                    if is_end(&text) {
-                        match sender.take() {
-                            Some(s) => s.end(""),
-                            None => cancel.cancel(),
-                        }
-                    } else {
-                        close = Some((close_code::POLICY, "the only text message taken is {\"type\":\"end\"}"));
-                        cancel.cancel();
+                Some(Ok(message)) => {
+                    if !client.take(message) {
+                        return;
                     }
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                // Closed or gone: nobody reads the captions any more.
-                Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                Some(Err(_)) | None => {
                     cancel.cancel();
-                    drop(sender.take());
                     return;
                 }
             },
             _ = tick.tick() => {
-                if sender.is_some() && last_audio.elapsed() > idle {
-                    if let Some(s) = sender.take() {
-                        s.end(format!("the client sent no audio for {} s", idle.as_secs()));
-                    }
+                if client.sender.is_some() && client.last_audio.elapsed() > idle
+                    && let Some(s) = client.sender.take()
+                {
+                    s.end(format!("the client sent no audio for {} s", idle.as_secs()));
                 }
             }
         }
     }
-    let (code, reason) = close.unwrap_or((close_code::NORMAL, ""));
+    let (code, reason) = client.close.unwrap_or((close_code::NORMAL, ""));
     let _ = sink
         .send(Message::Close(Some(CloseFrame {
             code,
@@ -331,13 +331,64 @@ async fn serve_socket(
     drop(admission);
 }
 
+/// What the client of one session sent, and how its socket is to be closed.
+struct Client {
+    /// Into the session, while the client sends the audio and has not ended it.
+    sender: Option<mica::LiveSender>,
+    encoding: Option<Encoding>,
+    pcm: Pcm,
+    last_audio: Instant,
+    /// A close code and reason other than a normal close.
+    close: Option<(u16, &'static str)>,
+    cancel: mica::CancelToken,
+}
+
+impl Client {
+    /// Takes one message; false when the client closed (the session is cancelled).
+    fn take(&mut self, message: Message) -> bool {
+        match message {
+            Message::Binary(bytes) => match (&self.sender, self.encoding) {
+                (Some(s), Some(encoding)) => {
+                    self.last_audio = Instant::now();
+                    let samples = self.pcm.decode(&bytes, encoding);
+                    if !samples.is_empty() {
+                        s.send(samples);
+                    }
+                }
+                (None, Some(_)) => {}
+                _ => self.refuse("this session reads its source URL; send no audio"),
+            },
+            Message::Text(text) if is_end(&text) => match self.sender.take() {
+                Some(s) => s.end(""),
+                None if self.encoding.is_none() => self.cancel.cancel(),
+                None => {}
+            },
+            Message::Text(_) => self.refuse("the only text message taken is {\"type\":\"end\"}"),
+            Message::Ping(_) | Message::Pong(_) => {}
+            // Nobody reads the captions any more.
+            Message::Close(_) => {
+                self.cancel.cancel();
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Ends the session; the socket is closed with a policy error once it ended.
+    fn refuse(&mut self, why: &'static str) {
+        self.close = Some((close_code::POLICY, why));
+        self.sender = None;
+        self.cancel.cancel();
+    }
+}
+
 /// Runs the session on a blocking worker, sending each event as a JSON text; an error
 /// becomes the last event, `{"event":"error","error":{...}}`.
 fn spawn_session<F>(
     lane: crate::state::Lane,
     events: mpsc::UnboundedSender<String>,
-    run: F,
     mut session: LiveSession,
+    run: F,
 ) where
     F: FnOnce(&mut LiveSession, &mut dyn FnMut(&LiveEvent) -> bool) -> Result<(), mica::Error>
         + Send
@@ -345,26 +396,19 @@ fn spawn_session<F>(
 {
     tokio::task::spawn_blocking(move || {
         let _lane = lane;
-        let result = run(&mut session, &mut |event| match serde_json::to_string(event) {
-            Ok(text) => events.send(text).is_ok(),
-            Err(_) => false,
-        });
+        let result = run(
+            &mut session,
+            &mut |event| match serde_json::to_string(event) {
+                Ok(text) => events.send(text).is_ok(),
+                Err(_) => false,
+            },
+        );
         if let Err(e) = result {
             let e = ApiError::from(e);
             let body = format!("{{\"event\":\"error\",{}", e.body().trim_start_matches('{'));
             let _ = events.send(body);
         }
     });
-}
-
-/// Completes when the client closes or goes away (messages before that are dropped: no
-/// audio is taken before the session runs).
-async fn closed(stream: &mut futures_util::stream::SplitStream<WebSocket>) {
-    while let Some(Ok(message)) = stream.next().await {
-        if matches!(message, Message::Close(_)) {
-            return;
-        }
-    }
 }
 
 fn is_end(text: &str) -> bool {

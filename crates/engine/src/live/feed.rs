@@ -298,12 +298,7 @@ impl LiveSession {
 
 /// Reads `audio` into `tx` until it ends or the slot is stopped; a network source that
 /// ended after sending audio is reopened for up to `reconnect_for`.
-fn read_source(
-    mut audio: LiveAudio,
-    tx: LiveSender,
-    slot: &SourceSlot,
-    reconnect_for: Duration,
-) {
+fn read_source(mut audio: LiveAudio, tx: LiveSender, slot: &SourceSlot, reconnect_for: Duration) {
     let mut had_audio = false;
     // When the source went away, and why.
     let mut lost: Option<(Instant, String)> = None;

@@ -28,12 +28,13 @@ pub struct LiveArgs {
     /// A live source ffmpeg reads (srt://, rtmp://, udp://, rtp://, an HLS .m3u8 URL) or a
     /// media file (as fast as it decodes, or at its own speed with --realtime).
     input: String,
-    /// Tasks: asr (speakers and cuts are not available live yet).
+    /// Tasks: asr, and diarize for `speaker` events (who spoke each stretch of settled
+    /// words, in --format json). Shot cuts are not available live yet.
     #[arg(
         long,
         default_value = "asr",
         value_delimiter = ',',
-        value_parser = clap::builder::PossibleValuesParser::new(["asr"])
+        value_parser = clap::builder::PossibleValuesParser::new(["asr", "diarize"])
     )]
     tasks: Vec<String>,
     /// Model: a name (tiny.en, base), a directory, or hf:owner/repo.
@@ -104,12 +105,18 @@ pub fn run(args: LiveArgs) -> Result<()> {
     };
     transcribe.validate()?;
     let defaults = LiveOptions::default();
+    let speakers = args.tasks.iter().any(|t| t == "diarize");
+    anyhow::ensure!(
+        args.tasks.iter().any(|t| t == "asr"),
+        "--tasks must include asr: live speakers label the settled words"
+    );
     let live_options = LiveOptions {
         step_seconds: args.step,
         speech: mica::SpeechOptions {
             min_silence_duration_ms: args.min_silence_ms,
             ..defaults.speech.clone()
         },
+        speakers: speakers.then(mica::OnlineOptions::default),
         ..defaults
     };
     live_options.validate()?;
@@ -119,7 +126,11 @@ pub fn run(args: LiveArgs) -> Result<()> {
     }
     let device = args.compute.apply()?;
     let analyzer = mica::Analyzer::builder()
-        .tasks([mica::Task::Asr])
+        .tasks(if speakers {
+            vec![mica::Task::Asr, mica::Task::Diarize]
+        } else {
+            vec![mica::Task::Asr]
+        })
         .asr_model(&args.model)
         .precision(args.precision)
         .transcribe_options(transcribe)

@@ -57,6 +57,17 @@ fn a_file_gives_settled_captions_in_every_format() {
         }
     }
 
+    // With speakers: one voice, one label, over the settled words.
+    let out = mica(&["live", &jfk, "--tasks", "asr,diarize"]);
+    assert!(out.status.success());
+    let ev = events(&out.stdout);
+    let labels: Vec<&serde_json::Value> = ev.iter().filter(|e| e["event"] == "speaker").collect();
+    assert!(!labels.is_empty(), "{ev:?}");
+    for l in &labels {
+        assert_eq!(l["speaker"], "SPEAKER_00", "{l}");
+        assert!(l["start"].as_f64().unwrap() < l["end"].as_f64().unwrap());
+    }
+
     let txt = mica(&["live", &jfk, "--format", "txt"]);
     let txt = String::from_utf8(txt.stdout).unwrap().to_lowercase();
     assert!(
@@ -140,7 +151,7 @@ fn bad_input_and_arguments_fail_cleanly() {
     }
     let jfk = sample("jfk", "jfk.wav");
     for args in [
-        vec!["live", &jfk, "--tasks", "diarize"],
+        vec!["live", &jfk, "--tasks", "asr,shots"],
         vec!["live", &jfk, "--step", "0"],
         vec!["live", &jfk, "--step", "fast"],
         vec!["live", &jfk, "--stall-seconds", "1000"],
@@ -153,6 +164,9 @@ fn bad_input_and_arguments_fail_cleanly() {
     }
     let out = mica(&["live", &jfk, "--model", "large-v9"]);
     assert_error_line(&out, &["large-v9"]);
+    let out = mica(&["live", &jfk, "--tasks", "diarize"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_error_line(&out, &["asr"]);
 }
 
 /// `ffmpeg -re` playing part of JFK to a TCP port it listens on.

@@ -378,6 +378,49 @@ impl SpeakerEncoder {
     }
 }
 
+impl SpeakerEncoder {
+    /// The unit-length embedding of one speaker's clip of 16 kHz samples (at least 400,
+    /// a mel frame's worth): its mel frames cut into equal partials of at most
+    /// [`PARTIAL_FRAMES`], embedded in one batch and averaged by length, as the pipeline
+    /// does for each local speaker.
+    pub fn embed_clip(&self, samples: &[f32]) -> Result<Vec<f32>, DiarizeError> {
+        if samples.len() < N_FFT {
+            return Err(RunError::InputShape {
+                what: "speaker clip",
+                found: vec![samples.len()],
+                expected: format!("at least {N_FFT} samples"),
+            }
+            .into());
+        }
+        let input = Tensor::from_slice(samples, (1, samples.len()), &self.device)?;
+        let mels = self.mel.forward(&input)?.flatten_all()?.to_vec1::<f32>()?;
+        let frames = mels.len() / MEL_BANDS;
+        let parts = frames.div_ceil(PARTIAL_FRAMES);
+        let size = frames.div_ceil(parts);
+        let lengths: Vec<usize> = (0..parts).map(|p| size.min(frames - p * size)).collect();
+        let mut data = vec![0.0f32; parts * size * MEL_BANDS];
+        for (p, &len) in lengths.iter().enumerate() {
+            let src = &mels[p * size * MEL_BANDS..(p * size + len) * MEL_BANDS];
+            data[p * size * MEL_BANDS..][..src.len()].copy_from_slice(src);
+        }
+        let batch = Tensor::from_vec(data, (parts, size, MEL_BANDS), &self.device)?;
+        let emb = self
+            .embed(&batch, &lengths)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut sum = vec![0.0f32; EMBEDDING_DIM];
+        for (p, &len) in lengths.iter().enumerate() {
+            let e = &emb[p * EMBEDDING_DIM..(p + 1) * EMBEDDING_DIM];
+            sum.iter_mut()
+                .zip(e)
+                .for_each(|(a, x)| *a += x * len as f32);
+        }
+        let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        sum.iter_mut().for_each(|x| *x /= norm);
+        Ok(sum)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,7 @@ pub mod der;
 pub mod embedding;
 mod error;
 mod lstm;
+pub mod online;
 pub mod pipeline;
 pub mod segmentation;
 mod threads;
@@ -49,6 +50,7 @@ pub use attach::{AttachOptions, attach_speakers};
 pub use clustering::Method;
 pub use embedding::{MelFrontEnd, SpeakerEncoder};
 pub use error::DiarizeError;
+pub use online::{OnlineOptions, OnlineSpeakers};
 pub use pipeline::{
     Diarization, DiarizeOptions, DiarizedPart, Diarizer, MAX_BATCH, SPECTRAL_MAX_POINTS, Session,
 };

@@ -256,6 +256,11 @@ impl Diarizer {
         &self.options
     }
 
+    /// The speaker embedding network (shared).
+    pub fn encoder(&self) -> &Arc<SpeakerEncoder> {
+        &self.encoder
+    }
+
     /// The same networks with other options (checked here).
     pub fn with_options(&self, options: DiarizeOptions) -> Result<Diarizer, DiarizeError> {
         Diarizer::new(

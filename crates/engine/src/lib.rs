@@ -34,14 +34,15 @@ pub use control::{CancelToken, Progress, ProgressFn, RunControl, SegmentFn, Stag
 pub use error::Error;
 pub use fanout::{PartKind, PartResult, PartSize, Plan, PlannedPart};
 pub use live::{
-    Caption, FeedOptions, LiveEvent, LiveInbox, LiveOptions, LiveSender, LiveSession, live_channel,
+    Caption, FeedOptions, LiveEvent, LiveInbox, LiveOptions, LiveSender, LiveSession, SpeakerLabel,
+    live_channel,
 };
 pub use mica_asr::{BatchStats, Precision, TranscribeOptions};
 pub use mica_core::device::DeviceSpec;
 pub use mica_core::document::{self, Analysis};
 pub use mica_core::error::ErrorKind;
 pub use mica_core::writers;
-pub use mica_diarize::DiarizeOptions;
+pub use mica_diarize::{DiarizeOptions, OnlineOptions};
 pub use mica_scenes::ShotOptions;
 pub use mica_vad::SpeechOptions;
 pub use plan::{Planner, VAD_WINDOW};

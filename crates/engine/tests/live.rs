@@ -1,14 +1,15 @@
 //! Live captions on real speech: the first minutes of the long English set pushed in
-//! 0.1 s chunks, against the offline transcript of the same audio and the set's own text.
+//! 0.1 s chunks, against the offline transcript of the same audio, the set's own text and
+//! its speaker turns.
 //! The delays checked here are in audio time (how much audio had to arrive before a word
 //! settled), so they do not depend on this machine's speed; wall-clock latency is measured
 //! by `benches/live_latency.py`.
 
 use std::sync::OnceLock;
 
-use mica::{Analyzer, Error, LiveEvent, LiveOptions, Task, TranscribeOptions};
+use mica::{Analyzer, Error, LiveEvent, LiveOptions, OnlineOptions, Task, TranscribeOptions};
 use mica_asr::wer::wer_english;
-use mica_core::document::Word;
+use mica_core::document::{SpeakerTurn, Word};
 use mica_testdata::LongSet;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -30,7 +31,7 @@ fn analyzer() -> Res<&'static Analyzer> {
     };
     let a = Analyzer::builder()
         .device(mica_core::device::test_device_spec()?)
-        .tasks([Task::Asr])
+        .tasks([Task::Asr, Task::Diarize])
         .transcribe_options(options)
         .build()?;
     Ok(A.get_or_init(|| a))
@@ -84,13 +85,19 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 }
 
 #[test]
-fn settled_text_matches_the_offline_transcript_and_settles_soon() -> Res<()> {
+fn settled_text_matches_the_offline_transcript_and_settles_soon_with_its_speakers() -> Res<()> {
     let set = recording()?;
-    let events = run(&set.samples, 1600, LiveOptions::default())?;
+    let options = LiveOptions {
+        speakers: Some(OnlineOptions::default()),
+        ..LiveOptions::default()
+    };
+    let events = run(&set.samples, 1600, options)?;
     let settled = finals(&events);
     let live_text: String = settled.iter().map(|(w, _, _)| w.text.as_str()).collect();
 
-    let offline = analyzer()?.analyze(set.samples.as_slice())?;
+    let offline = analyzer()?
+        .with_tasks([Task::Asr])?
+        .analyze(set.samples.as_slice())?;
     let offline_text: String = offline
         .transcript
         .as_ref()
@@ -151,6 +158,38 @@ fn settled_text_matches_the_offline_transcript_and_settles_soon() -> Res<()> {
         }
     }
     assert!(lost.is_empty(), "utterances lost live: {lost:#?}");
+
+    // Speakers: labelled stretches in order, as many speakers as the set has (within one),
+    // and the labels scored against the set's turns.
+    let labels: Vec<SpeakerTurn> = events
+        .iter()
+        .filter_map(|e| match e {
+            LiveEvent::Speaker(l) => Some(SpeakerTurn {
+                start: l.start,
+                end: l.end,
+                speaker: l.speaker.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    for pair in labels.windows(2) {
+        assert!(pair[1].start >= pair[0].end - 1e-6, "{pair:?}");
+    }
+    let mut found: Vec<&str> = labels.iter().map(|t| t.speaker.as_str()).collect();
+    found.sort_unstable();
+    found.dedup();
+    let report = mica_diarize::der::der(&set.turns(), &labels, 0.25);
+    eprintln!(
+        "live speakers: {} found of {}, DER {:.1}% (missed {:.1} s, confusion {:.1} s of {:.1} s)",
+        found.len(),
+        set.speakers(),
+        100.0 * report.der,
+        report.missed,
+        report.confusion,
+        report.total
+    );
+    assert!(found.len().abs_diff(set.speakers()) <= 1, "{found:?}");
+    assert!(report.der <= 0.10, "live speaker DER {}", report.der);
     Ok(())
 }
 
@@ -263,5 +302,29 @@ fn bad_options_and_missing_tasks_are_typed_errors() -> Res<()> {
         .build()?;
     let e = vad_only.live(LiveOptions::default()).unwrap_err();
     assert!(matches!(e, Error::TaskNotLoaded { .. }), "{e}");
+    // Speaker labels need the diarize task's embedding network.
+    let speakers = LiveOptions {
+        speakers: Some(OnlineOptions::default()),
+        ..LiveOptions::default()
+    };
+    let e = a.with_tasks([Task::Asr])?.live(speakers).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::TaskNotLoaded {
+                task: Task::Diarize,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let bad = LiveOptions {
+        speakers: Some(OnlineOptions {
+            threshold: 3.0,
+            ..OnlineOptions::default()
+        }),
+        ..LiveOptions::default()
+    };
+    assert!(a.live(bad).is_err());
     Ok(())
 }

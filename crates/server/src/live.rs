@@ -152,12 +152,19 @@ fn start(
 
 /// A session for the query's options over the shared models.
 fn session(state: &AppState, query: &LiveQuery) -> Result<(LiveSession, FeedOptions), ApiError> {
-    if let Some(tasks) = &query.tasks
-        && tasks.split(',').map(str::trim).any(|t| t != "asr")
-    {
-        return Err(ApiError::options(format!(
-            "tasks={tasks}: live sessions do asr only (speakers and cuts are not live yet)"
-        )));
+    let mut speakers = false;
+    if let Some(tasks) = &query.tasks {
+        for task in tasks.split(',').map(str::trim) {
+            match task {
+                "asr" => {}
+                "diarize" => speakers = true,
+                _ => {
+                    return Err(ApiError::options(format!(
+                        "tasks={tasks}: live sessions do asr, and diarize for speaker labels (shot cuts are not live yet)"
+                    )));
+                }
+            }
+        }
     }
     let analyzer = state.analyzer().ok_or_else(|| {
         ApiError::new(
@@ -178,7 +185,10 @@ fn session(state: &AppState, query: &LiveQuery) -> Result<(LiveSession, FeedOpti
         transcribe.initial_prompt = query.initial_prompt.clone();
         analyzer = analyzer.with_transcribe_options(transcribe)?;
     }
-    let mut live = LiveOptions::default();
+    let mut live = LiveOptions {
+        speakers: speakers.then(mica::OnlineOptions::default),
+        ..LiveOptions::default()
+    };
     if let Some(step) = query.step {
         live.step_seconds = step;
     }

@@ -244,43 +244,32 @@ impl LiveSession {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             samples.clear();
+            // The source went away after the samples taken so far (which go in first).
+            let mut lost = None;
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
                     Msg::Samples(s) => samples.extend_from_slice(&s),
-                    Msg::Lost(why) => {
-                        away = true;
-                        if !on_event(&status(self, "reconnecting", Some(why))) {
-                            return Ok(());
-                        }
-                    }
+                    Msg::Lost(why) => lost = Some(why),
                     Msg::End(why) => ended = Some(why),
                     Msg::Failed(e) if self.received_seconds() == 0.0 && samples.is_empty() => {
                         return Err(e.into());
                     }
                     Msg::Failed(e) => ended = Some(e.to_string()),
                 }
-                if ended.is_none() {
+                if ended.is_none() && lost.is_none() {
                     next = inbox.rx.try_recv().ok().map(|m| inbox.take(m));
                 }
             }
-            if samples.is_empty() {
-                continue;
-            }
-            for s in &mut samples {
-                if !s.is_finite() {
-                    *s = 0.0;
-                }
-            }
-            last_arrival = Instant::now();
-            if away {
-                away = false;
-                if !on_event(&status(self, "resumed", None)) {
+            if !samples.is_empty() {
+                last_arrival = Instant::now();
+                if !self.take_samples(&mut samples, &mut away, on_event)? {
                     return Ok(());
                 }
             }
-            for event in self.push(&samples)? {
-                if !on_event(&event) {
+            if let Some(why) = lost {
+                away = true;
+                if !on_event(&status(self, "reconnecting", Some(why))) {
                     return Ok(());
                 }
             }
@@ -293,6 +282,38 @@ impl LiveSession {
         let message = ended.filter(|m| !m.is_empty());
         on_event(&status(self, "ended", message));
         Ok(())
+    }
+
+    /// Pushes arrived samples (non-finite ones as silence), saying `resumed` first if the
+    /// audio had gone away; false when `on_event`'s reader went away.
+    fn take_samples(
+        &mut self,
+        samples: &mut [f32],
+        away: &mut bool,
+        on_event: &mut dyn FnMut(&LiveEvent) -> bool,
+    ) -> Result<bool, Error> {
+        for s in samples.iter_mut() {
+            if !s.is_finite() {
+                *s = 0.0;
+            }
+        }
+        if *away {
+            *away = false;
+            let resumed = LiveEvent::Status {
+                state: "resumed".to_string(),
+                at: self.received_seconds(),
+                message: None,
+            };
+            if !on_event(&resumed) {
+                return Ok(false);
+            }
+        }
+        for event in self.push(samples)? {
+            if !on_event(&event) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 

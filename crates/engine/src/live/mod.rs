@@ -10,15 +10,18 @@
 
 mod agreement;
 mod feed;
+mod speakers;
 
 use mica_asr::{TranscribeOptions, Transcriber};
 use mica_core::document::Word;
+use mica_diarize::OnlineOptions;
 use mica_vad::{SampleRate, SpeechOptions, VadEvent, VadStream};
 use serde::{Deserialize, Serialize};
 
 use crate::{Analyzer, Error, Task};
 use agreement::Agreement;
 pub use feed::{FeedOptions, LiveInbox, LiveSender, live_channel};
+use speakers::{Label, LiveSpeakers};
 
 const RATE: f64 = 16_000.0;
 /// Characters of settled text given as the prompt (whisper_streaming's 200).
@@ -52,6 +55,9 @@ pub struct LiveOptions {
     /// long, not to 30 s (see `TranscribeOptions::min_audio_context`): a pass over a few
     /// seconds costs a fraction of a full window. `None` pads to 30 s.
     pub min_audio_context: Option<f64>,
+    /// Label who speaks (`speaker` events) against the speakers heard so far in the
+    /// session; needs an analyzer with the diarize task. `None`: no labels.
+    pub speakers: Option<OnlineOptions>,
 }
 
 impl Default for LiveOptions {
@@ -66,6 +72,7 @@ impl Default for LiveOptions {
                 ..SpeechOptions::default()
             },
             min_audio_context: Some(DEFAULT_AUDIO_CONTEXT),
+            speakers: None,
         }
     }
 }
@@ -89,6 +96,9 @@ impl LiveOptions {
             return bad("the live audio context must be 1 to 30 seconds");
         }
         self.speech.validate()?;
+        if let Some(speakers) = &self.speakers {
+            speakers.validate()?;
+        }
         Ok(())
     }
 }
@@ -113,6 +123,22 @@ pub struct Caption {
     pub end_of_utterance: bool,
 }
 
+/// Who spoke a stretch of settled speech.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpeakerLabel {
+    /// The utterance the stretch is part of.
+    pub utterance: u64,
+    /// Start of the stretch (its first settled word), in seconds of stream time.
+    pub start: f64,
+    /// End of the stretch (its last settled word): the finals' words between `start` and
+    /// `end` are this speaker's.
+    pub end: f64,
+    /// `SPEAKER_00` upwards, in order of first speech; never changed once given.
+    pub speaker: String,
+    /// Seconds of audio received when this was decided.
+    pub at: f64,
+}
+
 /// What a live session reports, as JSON lines: `{"event":"final",...}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -123,6 +149,8 @@ pub enum LiveEvent {
     /// The words heard after the settled ones, as of now; the next partial or
     /// end-of-utterance final replaces it.
     Partial(Caption),
+    /// Who spoke a stretch of settled words (sessions with speaker labels).
+    Speaker(SpeakerLabel),
     /// The source's state (listening, stalled, resumed, ended), from whoever reads it.
     Status {
         /// `listening`, `stalled`, `resumed`, `ended`, ...
@@ -164,6 +192,7 @@ pub struct LiveSession {
     /// Settled text before the buffer (its tail is the prompt).
     before: String,
     last_partial: String,
+    speakers: Option<LiveSpeakers>,
 }
 
 impl std::fmt::Debug for LiveSession {
@@ -193,6 +222,19 @@ impl Analyzer {
         decode.condition_on_previous_text = false;
         decode.min_audio_context = options.min_audio_context;
         let user_prompt = decode.initial_prompt.take();
+        let speakers = match (&options.speakers, &self.models.diarizer) {
+            (None, _) => None,
+            (Some(online), Some(diarizer)) => Some(LiveSpeakers::new(
+                std::sync::Arc::clone(diarizer.encoder()),
+                online.clone(),
+            )?),
+            (Some(_), None) => {
+                return Err(Error::TaskNotLoaded {
+                    task: Task::Diarize,
+                    loaded: self.tasks().to_vec(),
+                });
+            }
+        };
         let vad = VadStream::new(
             std::sync::Arc::clone(vad.model()),
             SampleRate::Hz16000,
@@ -217,6 +259,7 @@ impl Analyzer {
             settled_in_buffer: Vec::new(),
             before: String::new(),
             last_partial: String::new(),
+            speakers,
         })
     }
 }
@@ -238,7 +281,7 @@ impl LiveSession {
         let step = (self.options.step_seconds * RATE) as u64;
         if self.speaking && self.received - self.last_pass >= step {
             events.extend(self.pass(self.audio.len(), false)?);
-            self.trim_long_buffer(&mut events);
+            self.trim_long_buffer(&mut events)?;
         }
         if !self.speaking {
             self.keep_lead();
@@ -289,8 +332,9 @@ impl LiveSession {
     fn close(&mut self, end: u64) -> Result<Vec<LiveEvent>, Error> {
         let end = end.min(self.received);
         let upto = (end.saturating_sub(self.buffer_start) as usize).min(self.audio.len());
-        let events = self.pass(upto, true)?;
+        let mut events = self.pass(upto, true)?;
         self.speaking = false;
+        self.label_speakers(&[], true, &mut events)?;
         self.before_push_settled();
         self.cut_buffer(end);
         Ok(events)
@@ -351,8 +395,10 @@ impl LiveSession {
         let at = self.received_seconds();
         if !settled.is_empty() || (last && self.shown) {
             self.settled_in_buffer.extend(settled.iter().cloned());
+            let words = settled.clone();
             events.push(LiveEvent::Final(self.caption(settled, at, last)));
             self.shown = true;
+            self.label_speakers(&words, false, &mut events)?;
         }
         if !last {
             let pending = self.agreement.pending().to_vec();
@@ -429,10 +475,10 @@ impl LiveSession {
 
     /// A long utterance: cut the buffer at the last settled sentence end, or, far past the
     /// limit, at the last settled word (or settle what is pending and cut there).
-    fn trim_long_buffer(&mut self, events: &mut Vec<LiveEvent>) {
+    fn trim_long_buffer(&mut self, events: &mut Vec<LiveEvent>) -> Result<(), Error> {
         let seconds = self.audio.len() as f64 / RATE;
         if seconds <= self.options.max_buffer_seconds {
-            return;
+            return Ok(());
         }
         let sentence_end = self.settled_in_buffer.iter().rposition(|w| {
             w.text
@@ -449,19 +495,48 @@ impl LiveSession {
                     // Nothing heard in all this audio: keep only the latest step's worth.
                     let keep = (self.options.step_seconds * RATE) as u64;
                     self.cut_buffer(self.received.saturating_sub(keep));
-                    return;
+                    return Ok(());
                 }
                 let at = self.received_seconds();
                 self.settled_in_buffer.extend(settled.iter().cloned());
+                let words = settled.clone();
                 events.push(LiveEvent::Final(self.caption(settled, at, false)));
+                self.label_speakers(&words, false, events)?;
                 self.settled_in_buffer.len()
             }
-            (None, false) => return,
+            (None, false) => return Ok(()),
         };
         let cut_at = self.settled_in_buffer[keep_from - 1].end;
+        // The audio of words not yet labelled goes with the cut.
+        self.label_speakers(&[], true, events)?;
         let rest = self.settled_in_buffer.split_off(keep_from);
         self.before_push_settled();
         self.settled_in_buffer = rest;
         self.cut_buffer((cut_at * RATE) as u64);
+        Ok(())
+    }
+
+    /// Labels the speakers of newly settled `words` (and, with `flush`, of every settled
+    /// word not yet labelled), while their audio is still in the buffer.
+    fn label_speakers(
+        &mut self,
+        words: &[Word],
+        flush: bool,
+        events: &mut Vec<LiveEvent>,
+    ) -> Result<(), Error> {
+        let Some(speakers) = &mut self.speakers else {
+            return Ok(());
+        };
+        let offset = self.buffer_start as f64 / RATE;
+        let mut label = Label {
+            events,
+            utterance: self.utterance,
+            at: self.received as f64 / RATE,
+        };
+        speakers.settled(words, &self.audio, offset, &mut label)?;
+        if flush {
+            speakers.flush(&self.audio, offset, &mut label)?;
+        }
+        Ok(())
     }
 }

@@ -75,6 +75,14 @@ pub struct LiveArgs {
     /// Write to FILE instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<std::path::PathBuf>,
+    /// Also write a rolling WebVTT subtitle playlist (HLS) into DIR: subtitles.m3u8 and
+    /// its segments, each written once its words have settled, for a player to load
+    /// beside the stream.
+    #[arg(long, value_name = "DIR")]
+    hls: Option<std::path::PathBuf>,
+    /// Seconds per HLS subtitle segment, 1 to 60.
+    #[arg(long, default_value_t = 6.0, value_parser = seconds_in(1.0, 60.0))]
+    hls_segment_seconds: f64,
     #[command(flatten)]
     compute: crate::ComputeArgs,
 }
@@ -144,6 +152,19 @@ pub fn run(args: LiveArgs) -> Result<()> {
             ..SourceOptions::default()
         },
     )?;
+    let mut hls = match &args.hls {
+        Some(dir) => Some(
+            mica::HlsSubtitles::create(
+                dir,
+                mica::HlsOptions {
+                    segment_seconds: args.hls_segment_seconds,
+                    ..mica::HlsOptions::default()
+                },
+            )
+            .with_context(|| format!("{}: the HLS subtitle directory", dir.display()))?,
+        ),
+        None => None,
+    };
     let mut out = crate::open_output(args.output.as_deref())?;
     let mut printer = Printer::new(args.format);
     let mut failed = None;
@@ -153,10 +174,16 @@ pub fn run(args: LiveArgs) -> Result<()> {
     };
     session
         .run(source, &feed, &CancelToken::new(), &mut |event| {
-            match printer
+            let written = printer
                 .print(event, &mut out)
                 .and_then(|()| Ok(out.flush()?))
-            {
+                .and_then(|()| match &mut hls {
+                    Some(hls) => hls
+                        .on_event(event)
+                        .context("writing the HLS subtitle playlist"),
+                    None => Ok(()),
+                });
+            match written {
                 Ok(()) => true,
                 Err(e) => {
                     // The reader went away (a closed pipe): stop quietly.

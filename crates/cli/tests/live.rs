@@ -68,6 +68,33 @@ fn a_file_gives_settled_captions_in_every_format() {
         assert!(l["start"].as_f64().unwrap() < l["end"].as_f64().unwrap());
     }
 
+    // A rolling HLS subtitle playlist beside the events: every segment listed, closed at
+    // the end, the words in the cues once each.
+    let hls = tempfile::tempdir().unwrap();
+    let dir = hls.path().join("subs");
+    let out = mica(&[
+        "live",
+        &jfk,
+        "--hls",
+        dir.to_str().unwrap(),
+        "--hls-segment-seconds",
+        "2",
+    ]);
+    assert!(out.status.success());
+    let playlist = std::fs::read_to_string(dir.join("subtitles.m3u8")).unwrap();
+    assert!(playlist.starts_with("#EXTM3U\n"), "{playlist}");
+    assert!(playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
+    let names: Vec<&str> = playlist.lines().filter(|l| l.ends_with(".vtt")).collect();
+    assert!(names.len() >= 5, "{playlist}");
+    let cues: String = names
+        .iter()
+        .map(|n| std::fs::read_to_string(dir.join(n)).unwrap())
+        .inspect(|vtt| assert!(vtt.starts_with("WEBVTT\nX-TIMESTAMP-MAP="), "{vtt}"))
+        .collect::<String>()
+        .to_lowercase();
+    assert_eq!(cues.matches("fellow americans").count(), 1, "{cues}");
+    assert!(cues.contains("your country"), "{cues}");
+
     let txt = mica(&["live", &jfk, "--format", "txt"]);
     let txt = String::from_utf8(txt.stdout).unwrap().to_lowercase();
     assert!(
@@ -169,12 +196,13 @@ fn bad_input_and_arguments_fail_cleanly() {
     assert_error_line(&out, &["asr"]);
 }
 
-/// `ffmpeg -re` playing part of JFK to a TCP port it listens on.
-fn tcp_sender(port: u16, part: &[&str]) -> std::process::Child {
+/// `ffmpeg -re` playing part of JFK to a TCP port it listens on, encoded as `out` says.
+fn tcp_sender(port: u16, part: &[&str], out: &[&str]) -> std::process::Child {
     Command::new("ffmpeg")
         .args(["-v", "error", "-re"])
         .args(part)
         .args(["-i", &sample("jfk", "jfk.wav")])
+        .args(out)
         .args(["-c:a", "aac", "-f", "mpegts"])
         .arg(format!("tcp://127.0.0.1:{port}?listen=1"))
         .spawn()
@@ -188,8 +216,9 @@ fn a_stream_that_goes_away_is_reconnected_then_given_up() {
         .local_addr()
         .unwrap()
         .port();
-    // The first 5.5 s of JFK, then (once that sender is gone) the rest, then nothing.
-    let mut first = tcp_sender(port, &["-t", "5.5"]);
+    // The first 5.5 s of JFK, then (once that sender is gone) the rest, restarted at
+    // another sample rate and channel count, then nothing.
+    let mut first = tcp_sender(port, &["-t", "5.5"], &[]);
     std::thread::sleep(Duration::from_millis(1500));
     let url = format!("tcp://127.0.0.1:{port}");
     let mut live = Command::new(env!("CARGO_BIN_EXE_mica"))
@@ -213,7 +242,7 @@ fn a_stream_that_goes_away_is_reconnected_then_given_up() {
             .collect::<Vec<_>>()
     });
     assert!(first.wait().unwrap().success());
-    let mut second = tcp_sender(port, &["-ss", "5.5"]);
+    let mut second = tcp_sender(port, &["-ss", "5.5"], &["-ar", "44100", "-ac", "2"]);
     assert!(second.wait().unwrap().success());
     let t = Instant::now();
     assert!(live.wait().unwrap().success());

@@ -34,8 +34,8 @@ pub use control::{CancelToken, Progress, ProgressFn, RunControl, SegmentFn, Stag
 pub use error::Error;
 pub use fanout::{PartKind, PartResult, PartSize, Plan, PlannedPart};
 pub use live::{
-    Caption, FeedOptions, LiveEvent, LiveInbox, LiveOptions, LiveSender, LiveSession, SpeakerLabel,
-    live_channel,
+    Caption, FeedOptions, HlsOptions, HlsSubtitles, LiveEvent, LiveInbox, LiveOptions, LiveSender,
+    LiveSession, SpeakerLabel, live_channel,
 };
 pub use mica_asr::{BatchStats, Precision, TranscribeOptions};
 pub use mica_core::device::DeviceSpec;

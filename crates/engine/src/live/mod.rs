@@ -10,6 +10,7 @@
 
 mod agreement;
 mod feed;
+mod hls;
 mod speakers;
 
 use mica_asr::{TranscribeOptions, Transcriber};
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Analyzer, Error, Task};
 use agreement::Agreement;
 pub use feed::{FeedOptions, LiveInbox, LiveSender, live_channel};
+pub use hls::{HlsOptions, HlsSubtitles};
 use speakers::{Label, LiveSpeakers};
 
 const RATE: f64 = 16_000.0;

@@ -1,6 +1,7 @@
 //! `mica live INPUT|URL`: captions of a live source as they settle.
 
 use std::io::Write;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -9,7 +10,9 @@ use mica::{CancelToken, FeedOptions, LiveEvent, LiveOptions};
 use mica_asr::{Precision, TranscribeOptions};
 use mica_core::document::{Segment, Transcript, Word};
 use mica_core::writers::{WriterOptions, subtitle};
-use mica_media::{LiveAudio, LiveOptions as SourceOptions};
+use mica_media::{LiveAudio, LiveOptions as SourceOptions, LiveRecorder, RecordOptions};
+
+use crate::clips;
 
 /// What `mica live` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -80,6 +83,15 @@ pub struct LiveArgs {
     /// beside the stream.
     #[arg(long, value_name = "DIR")]
     hls: Option<std::path::PathBuf>,
+    /// Keep the stream as it arrives (stream copy, MPEG-TS segments) in DIR, for clips:
+    /// each line `clip SECONDS` (the last seconds) or `clip START END` (stream seconds) on
+    /// standard input writes DIR/clip-NNNN.ts with its .srt and .vtt, and answers with a
+    /// `clip` line (in the JSON output, else on standard error).
+    #[arg(long, value_name = "DIR")]
+    record: Option<std::path::PathBuf>,
+    /// Seconds of stream --record keeps, 10 to 86400.
+    #[arg(long, default_value_t = 600.0, value_parser = seconds_in(10.0, 86_400.0))]
+    record_seconds: f64,
     /// Seconds per HLS subtitle segment, 1 to 60.
     #[arg(long, default_value_t = 6.0, value_parser = seconds_in(1.0, 60.0))]
     hls_segment_seconds: f64,
@@ -145,10 +157,18 @@ pub fn run(args: LiveArgs) -> Result<()> {
         .on_device(device)
         .build()?;
     let mut session = analyzer.live(live_options)?;
+    let recorder = match &args.record {
+        Some(dir) => Some(Arc::new(
+            LiveRecorder::new(RecordOptions::new(dir, args.record_seconds))
+                .with_context(|| format!("{}: the recording directory", dir.display()))?,
+        )),
+        None => None,
+    };
     let source = LiveAudio::open(
         &args.input,
         &SourceOptions {
             realtime: args.realtime,
+            record: recorder.clone(),
             ..SourceOptions::default()
         },
     )?;
@@ -165,7 +185,18 @@ pub fn run(args: LiveArgs) -> Result<()> {
         ),
         None => None,
     };
-    let mut out = crate::open_output(args.output.as_deref())?;
+    let out: clips::Shared = Arc::new(Mutex::new(crate::open_output(args.output.as_deref())?));
+    let words = Arc::new(Mutex::new(clips::Words::default()));
+    if let (Some(recorder), Some(dir)) = (recorder, &args.record) {
+        let answers: clips::Shared = match args.format {
+            LiveFormat::Json => Arc::clone(&out),
+            _ => Arc::new(Mutex::new(Box::new(std::io::stderr()))),
+        };
+        let (words, dir) = (Arc::clone(&words), dir.clone());
+        std::thread::Builder::new()
+            .name("mica-live-clips".into())
+            .spawn(move || clips::serve(recorder, words, dir, answers))?;
+    }
     let mut printer = Printer::new(args.format);
     let mut failed = None;
     let feed = FeedOptions {
@@ -174,8 +205,16 @@ pub fn run(args: LiveArgs) -> Result<()> {
     };
     session
         .run(source, &feed, &CancelToken::new(), &mut |event| {
+            if let LiveEvent::Final(c) = event {
+                words.lock().unwrap_or_else(PoisonError::into_inner).push(
+                    &c.words,
+                    c.utterance,
+                    args.record_seconds,
+                );
+            }
+            let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
             let written = printer
-                .print(event, &mut out)
+                .print(event, &mut *out)
                 .and_then(|()| Ok(out.flush()?))
                 .and_then(|()| match &mut hls {
                     Some(hls) => hls

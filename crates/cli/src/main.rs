@@ -2,6 +2,7 @@
 //! crates: it parses arguments, calls them, and writes what they return.
 
 mod analyze;
+mod clips;
 mod diarize;
 mod fanout;
 mod job;
@@ -200,13 +201,13 @@ impl ComputeArgs {
 }
 
 /// Standard output, or FILE when `-o FILE` was given.
-fn open_output(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn std::io::Write>> {
+fn open_output(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn std::io::Write + Send>> {
     use anyhow::Context;
     Ok(match path {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         )),
-        None => Box::new(std::io::stdout().lock()),
+        None => Box::new(std::io::stdout()),
     })
 }
 

@@ -281,3 +281,89 @@ fn a_stream_that_goes_away_is_reconnected_then_given_up() {
         "{text:?}"
     );
 }
+
+#[test]
+fn clips_are_cut_from_the_recording_by_stream_copy_with_their_subtitles() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    // A broadcast-like source: JFK as AAC in MPEG-TS, played at its own speed.
+    let ts = dir.path().join("jfk.ts");
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error", "-i", &sample("jfk", "jfk.wav")])
+        .args(["-c:a", "aac", "-f", "mpegts"])
+        .arg(&ts)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let rec = dir.path().join("rec");
+    let mut live = Command::new(env!("CARGO_BIN_EXE_mica"))
+        .args(["live", ts.to_str().unwrap(), "--realtime", "--record"])
+        .arg(&rec)
+        .env("MICA_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = live.stdin.take().unwrap();
+    let mut lines = BufReader::new(live.stdout.take().unwrap()).lines();
+    let mut ev: Vec<serde_json::Value> = Vec::new();
+    // Once 9 s have been heard: the last 4 s, a range, one out of reach, and nonsense.
+    for line in lines.by_ref() {
+        let e: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let at = e["at"].as_f64().unwrap_or(0.0);
+        ev.push(e);
+        if at >= 9.0 {
+            break;
+        }
+    }
+    writeln!(stdin, "clip 4\nclip 1 5\nclip 100 200\nclip now").unwrap();
+    drop(stdin);
+    ev.extend(lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()));
+    assert!(live.wait().unwrap().success());
+    let clips: Vec<&serde_json::Value> = ev.iter().filter(|e| e["event"] == "clip").collect();
+    assert_eq!(clips.len(), 4, "{ev:?}");
+    for (clip, seconds) in clips[..2].iter().zip([4.0, 4.0]) {
+        let path = clip["path"].as_str().unwrap_or_else(|| panic!("{clip}"));
+        let probe = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "format=duration",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(path)
+            .output()
+            .unwrap();
+        let duration: f64 = String::from_utf8_lossy(&probe.stdout)
+            .trim()
+            .parse()
+            .unwrap();
+        assert!((duration - seconds).abs() < 0.5, "{clip}: {duration} s");
+        let srt = std::fs::read_to_string(clip["srt"].as_str().unwrap()).unwrap();
+        assert!(srt.starts_with("1\n00:00:0"), "{srt}");
+        let vtt = std::fs::read_to_string(clip["vtt"].as_str().unwrap()).unwrap();
+        assert!(vtt.starts_with("WEBVTT"), "{vtt}");
+    }
+    assert!(
+        clips[1]["text"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("fellow america"),
+        "{}",
+        clips[1]
+    );
+    assert!(
+        clips[2]["error"].as_str().unwrap().contains("holds"),
+        "{}",
+        clips[2]
+    );
+    assert!(
+        clips[3]["error"].as_str().unwrap().contains("seconds"),
+        "{}",
+        clips[3]
+    );
+    assert_eq!(ev.last().unwrap()["state"], "ended");
+}

@@ -17,6 +17,7 @@ mod describe;
 mod ffmpeg;
 mod live;
 mod mp4;
+mod record;
 mod resample;
 mod symph;
 mod video;
@@ -30,6 +31,7 @@ pub use audio::{
 pub use describe::describe;
 pub use ffmpeg::Tools;
 pub use live::{LiveAudio, LiveOptions, LiveRead, LiveStopper, is_url};
+pub use record::{Clip, LiveRecorder, RecordOptions, RecordedSegment};
 pub use video::{
     FrameOptions, FrameSource, Rational, VideoFrame, VideoInfo, extract_jpeg, probe, probe_with,
     smpte_timecode,

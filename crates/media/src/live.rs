@@ -23,6 +23,8 @@ pub struct LiveOptions {
     pub realtime: bool,
     /// Where ffmpeg is.
     pub tools: Tools,
+    /// Also keep the stream as it arrives (stream copy) in this recorder, for clips.
+    pub record: Option<std::sync::Arc<crate::LiveRecorder>>,
 }
 
 /// What one [`LiveAudio::read`] got.
@@ -97,6 +99,16 @@ impl LiveAudio {
     /// be non-empty here). Errors that need the stream's data (not media, no audio) come
     /// from the first [`LiveAudio::read`], since a live source may send nothing for a while.
     pub fn open(source: &str, options: &LiveOptions) -> Result<LiveAudio, MediaError> {
+        LiveAudio::start(source, options, None)
+    }
+
+    /// [`LiveAudio::open`]; a recording continues after `received` samples of the
+    /// previous run.
+    fn start(
+        source: &str,
+        options: &LiveOptions,
+        received: Option<u64>,
+    ) -> Result<LiveAudio, MediaError> {
         let label = PathBuf::from(source);
         let url = is_url(source);
         let input = if url {
@@ -128,6 +140,9 @@ impl LiveAudio {
         // Each packet is written as soon as it is decoded.
         args.extend(["-flush_packets", "1"].map(OsString::from));
         args.extend(f32_output_args(1));
+        if let Some(recorder) = &options.record {
+            args.extend(recorder.output_args(received));
+        }
         let proc = Subprocess::spawn(
             Tool::Ffmpeg,
             &options.tools,
@@ -162,13 +177,18 @@ impl LiveAudio {
     /// Opens the same source again, as it was opened (to reconnect to a stream that went
     /// away).
     pub fn reopen(&self) -> Result<LiveAudio, MediaError> {
-        LiveAudio::open(&self.source, &self.options)
+        LiveAudio::start(&self.source, &self.options, Some(self.received))
     }
 
     /// A handle that stops this source from another thread (while this one is blocked in
     /// [`LiveAudio::read`], which then reports the end).
     pub fn stopper(&self) -> LiveStopper {
         LiveStopper(self.proc.killer())
+    }
+
+    /// The recorder keeping the stream, if any.
+    pub fn recorder(&self) -> Option<&std::sync::Arc<crate::LiveRecorder>> {
+        self.options.record.as_ref()
     }
 
     /// Samples received so far.

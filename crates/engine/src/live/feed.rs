@@ -324,6 +324,7 @@ fn read_source(mut audio: LiveAudio, tx: LiveSender, slot: &SourceSlot, reconnec
     // When the source went away, and why.
     let mut lost: Option<(Instant, String)> = None;
     let mut wait = Duration::from_millis(250);
+    let mut pruned = Instant::now();
     loop {
         slot.hold(audio.stopper());
         let outcome = loop {
@@ -335,6 +336,13 @@ fn read_source(mut audio: LiveAudio, tx: LiveSender, slot: &SourceSlot, reconnec
                     wait = Duration::from_millis(250);
                     if !tx.send(samples) {
                         return;
+                    }
+                    // The recording keeps its length (a few file removals, now and then).
+                    if let Some(recorder) = audio.recorder()
+                        && pruned.elapsed() >= Duration::from_secs(5)
+                    {
+                        recorder.prune();
+                        pruned = Instant::now();
                     }
                 }
                 Ok(LiveRead::End) => break Ok(audio.last_errors()),

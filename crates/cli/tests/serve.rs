@@ -1157,7 +1157,7 @@ fn jfk_pcm() -> Vec<u8> {
 
 #[test]
 fn live_sockets_caption_client_audio_and_source_urls() {
-    let server = Server::start(&[
+    let mut server = Server::start(&[
         "--tasks",
         "vad,asr",
         "--live-urls",
@@ -1274,6 +1274,20 @@ fn live_sockets_caption_client_audio_and_source_urls() {
         (426, "upgrade_required")
     );
     server.ping_ok();
+
+    // SIGTERM ends a live session at once (it would never end on its own), and the server
+    // exits without waiting out the drain.
+    let mut socket = retry_socket(&server, "");
+    socket
+        .send(tungstenite::Message::binary(jfk_pcm()[..64_000].to_vec()))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    server.terminate();
+    let (events, code) = live_events(&mut socket);
+    assert_eq!(code, Some(1000), "{events:?}");
+    assert_eq!(states(&events).last().map(String::as_str), Some("ended"));
+    let took = wait_exit(&mut server, Duration::from_secs(15));
+    assert!(took < 10.0, "exited {took} s after SIGTERM");
 }
 
 /// Opens a session once the previous one's place is free (within 10 s).

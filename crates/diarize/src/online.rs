@@ -29,7 +29,7 @@ pub struct OnlineOptions {
 impl Default for OnlineOptions {
     fn default() -> Self {
         OnlineOptions {
-            threshold: 0.75,
+            threshold: 0.80,
             min_new_seconds: 2.0,
             max_speakers: 32,
         }

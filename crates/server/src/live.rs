@@ -143,6 +143,7 @@ fn start(
         }
     };
     let admission = state.admit()?;
+    admission.mark_live();
     let state = Arc::clone(state);
     Ok(upgrade
         .max_message_size(MAX_MESSAGE_BYTES)

@@ -127,6 +127,12 @@ where
         served = server.into_future() => served.map_err(ServeError::Io)?,
         () = deadline => tracing::warn!("connections still open past the drain deadline; stopping"),
     }
+    // Live sessions run on upgraded connections, which the HTTP server does not wait
+    // for: give them a moment to send their last events and close.
+    let live_grace = std::time::Instant::now();
+    while state.live_sessions() > 0 && live_grace.elapsed() < CANCEL_GRACE {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let left = state.remove_uploads();
     if left > 0 {
         tracing::warn!("removed {left} uploads of analyses abandoned at shutdown");

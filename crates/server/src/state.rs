@@ -29,6 +29,9 @@ pub struct AppState {
     threads: usize,
     /// Cancel tokens of the analyses in flight, by request number.
     inflight: Mutex<HashMap<u64, CancelToken>>,
+    /// Those of them that are live sessions, which never end on their own: SIGTERM ends
+    /// them at once instead of waiting out the drain.
+    live: Mutex<std::collections::HashSet<u64>>,
     next_id: AtomicU64,
     /// Uploads spooled to temporary files and not yet removed.
     uploads: Mutex<std::collections::HashSet<std::path::PathBuf>>,
@@ -52,6 +55,7 @@ impl AppState {
             running: AtomicUsize::new(0),
             threads: threads.max(1),
             inflight: Mutex::new(HashMap::new()),
+            live: Mutex::default(),
             next_id: AtomicU64::new(0),
             uploads: Mutex::default(),
             draining: AtomicBool::new(false),
@@ -75,9 +79,16 @@ impl AppState {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Stops admitting invocations.
+    /// Stops admitting invocations, and ends the live sessions.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        for id in live.iter() {
+            if let Some(token) = inflight.get(id) {
+                token.cancel();
+            }
+        }
     }
 
     /// Cancels every analysis in flight; requests waiting on one answer at once.
@@ -122,6 +133,14 @@ impl AppState {
         let mut deadline = self.deadline.subscribe();
         // The sender lives as long as the state, which outlives every request.
         let _ = deadline.wait_for(|past| *past).await;
+    }
+
+    /// Live sessions open now.
+    pub fn live_sessions(&self) -> usize {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Analyses in flight now.
@@ -189,6 +208,15 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// Marks this admission as a live session (ended at once by SIGTERM).
+    pub fn mark_live(&self) {
+        self.state
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(self.id);
+    }
+
     /// Waits for a worker; returns it with the CPU threads this analysis may use.
     pub async fn lane(&self) -> Lane {
         let metrics = &self.state.metrics;
@@ -209,6 +237,11 @@ impl Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         self.cancel.cancel();
+        self.state
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
         self.state
             .inflight
             .lock()

@@ -30,7 +30,7 @@ impl Default for OnlineOptions {
     fn default() -> Self {
         OnlineOptions {
             threshold: 0.80,
-            min_new_seconds: 2.0,
+            min_new_seconds: 3.0,
             max_speakers: 32,
         }
     }

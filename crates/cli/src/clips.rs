@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, Result, bail};
-use mica_core::document::{Segment, Transcript, Word};
+use mica_core::document::{Transcript, Word};
 use mica_core::writers::{WriterOptions, subtitle};
 use mica_media::{LiveRecorder, Tools};
 
@@ -40,35 +40,20 @@ impl Words {
 
     /// The words inside `start..end`, in clip time, a segment per utterance.
     fn transcript(&self, start: f64, end: f64) -> Transcript {
-        let mut segments: Vec<Segment> = Vec::new();
-        let mut last = None;
-        for (w, u) in &self.words {
-            if w.start < start - 0.05 || w.end > end + 0.05 {
-                continue;
-            }
-            let w = Word {
-                start: (w.start - start).max(0.0),
-                end: (w.end - start).max(0.0),
-                ..w.clone()
-            };
-            if last != Some(*u) {
-                last = Some(*u);
-                segments.push(Segment {
-                    start: w.start,
-                    end: w.end,
-                    ..Segment::default()
-                });
-            }
-            let s = segments.last_mut().expect("a segment was opened");
-            s.end = s.end.max(w.end);
-            s.text.push_str(&w.text);
-            s.words.push(w);
-        }
-        Transcript {
-            language: String::new(),
-            duration: end - start,
-            segments,
-        }
+        let inside: Vec<(Word, u64)> = self
+            .words
+            .iter()
+            .filter(|(w, _)| w.start >= start - 0.05 && w.end <= end + 0.05)
+            .map(|(w, u)| {
+                let w = Word {
+                    start: (w.start - start).max(0.0),
+                    end: (w.end - start).max(0.0),
+                    ..w.clone()
+                };
+                (w, *u)
+            })
+            .collect();
+        mica::settled_transcript(&inside, end - start)
     }
 }
 

@@ -48,11 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let labels: Vec<SpeakerTurn> = events
         .iter()
         .filter_map(|e| match e {
-            LiveEvent::Speaker(l) => Some(SpeakerTurn {
-                start: l.start,
-                end: l.end,
-                speaker: l.speaker.clone(),
-            }),
+            LiveEvent::Speaker(l) => Some(l.turn()),
             _ => None,
         })
         .collect();

@@ -35,7 +35,7 @@ pub use error::Error;
 pub use fanout::{PartKind, PartResult, PartSize, Plan, PlannedPart};
 pub use live::{
     Caption, FeedOptions, HlsOptions, HlsSubtitles, LiveEvent, LiveInbox, LiveOptions, LiveSender,
-    LiveSession, SpeakerLabel, live_channel,
+    LiveSession, SpeakerLabel, live_channel, settled_transcript,
 };
 pub use mica_asr::{BatchStats, Precision, TranscribeOptions};
 pub use mica_core::device::DeviceSpec;

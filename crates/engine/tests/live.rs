@@ -164,11 +164,7 @@ fn settled_text_matches_the_offline_transcript_and_settles_soon_with_its_speaker
     let labels: Vec<SpeakerTurn> = events
         .iter()
         .filter_map(|e| match e {
-            LiveEvent::Speaker(l) => Some(SpeakerTurn {
-                start: l.start,
-                end: l.end,
-                speaker: l.speaker.clone(),
-            }),
+            LiveEvent::Speaker(l) => Some(l.turn()),
             _ => None,
         })
         .collect();

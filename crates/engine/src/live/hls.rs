@@ -16,11 +16,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use mica_core::document::{Segment, SpeakerTurn, Transcript, Word};
+use mica_core::document::{SpeakerTurn, Word};
 use mica_core::writers::{WriterOptions, subtitle};
 use serde::{Deserialize, Serialize};
 
-use super::LiveEvent;
+use super::{LiveEvent, settled_transcript};
 use crate::Error;
 
 /// The playlist's file name in the output directory.
@@ -208,7 +208,7 @@ impl HlsSubtitles {
         )
         .into_bytes();
         let cues = subtitle::cues(
-            &transcript(&words, end),
+            &settled_transcript(&words, end),
             Some(&self.turns),
             &WriterOptions::default(),
         )
@@ -256,31 +256,6 @@ impl HlsSubtitles {
 
 fn segment_name(number: u64) -> String {
     format!("subtitles{number:06}.vtt")
-}
-
-/// Words as a transcript, a segment per utterance.
-fn transcript(words: &[(Word, u64)], end: f64) -> Transcript {
-    let mut segments: Vec<Segment> = Vec::new();
-    let mut utterance = None;
-    for (w, u) in words {
-        if utterance != Some(*u) {
-            utterance = Some(*u);
-            segments.push(Segment {
-                start: w.start,
-                end: w.end,
-                ..Segment::default()
-            });
-        }
-        let s = segments.last_mut().expect("a segment was opened");
-        s.end = s.end.max(w.end);
-        s.text.push_str(&w.text);
-        s.words.push(w.clone());
-    }
-    Transcript {
-        language: String::new(),
-        duration: segments.last().map_or(end, |s| s.end.max(end)),
-        segments,
-    }
 }
 
 /// Writes `bytes` to `path` by way of a file beside it, renamed over it.

@@ -14,7 +14,7 @@ mod hls;
 mod speakers;
 
 use mica_asr::{TranscribeOptions, Transcriber};
-use mica_core::document::Word;
+use mica_core::document::{Segment, SpeakerTurn, Transcript, Word};
 use mica_diarize::OnlineOptions;
 use mica_vad::{SampleRate, SpeechOptions, VadEvent, VadStream};
 use serde::{Deserialize, Serialize};
@@ -139,6 +139,43 @@ pub struct SpeakerLabel {
     pub speaker: String,
     /// Seconds of audio received when this was decided.
     pub at: f64,
+}
+
+impl SpeakerLabel {
+    /// The label as a speaker turn (for scoring, or for subtitle writers' voices).
+    pub fn turn(&self) -> SpeakerTurn {
+        SpeakerTurn {
+            start: self.start,
+            end: self.end,
+            speaker: self.speaker.clone(),
+        }
+    }
+}
+
+/// Settled words, each with its utterance, as a transcript of one segment per utterance
+/// lasting at least `duration`: what the subtitle writers take (live HLS segments, clips).
+pub fn settled_transcript(words: &[(Word, u64)], duration: f64) -> Transcript {
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut utterance = None;
+    for (w, u) in words {
+        if utterance != Some(*u) {
+            utterance = Some(*u);
+            segments.push(Segment {
+                start: w.start,
+                end: w.end,
+                ..Segment::default()
+            });
+        }
+        let s = segments.last_mut().expect("a segment was opened");
+        s.end = s.end.max(w.end);
+        s.text.push_str(&w.text);
+        s.words.push(w.clone());
+    }
+    Transcript {
+        language: String::new(),
+        duration: segments.last().map_or(duration, |s| s.end.max(duration)),
+        segments,
+    }
 }
 
 /// What a live session reports, as JSON lines: `{"event":"final",...}`.

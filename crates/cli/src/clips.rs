@@ -191,6 +191,6 @@ mod tests {
         assert_eq!(t.segments[0].text, " b");
         assert!((t.segments[0].start - 1.0).abs() < 1e-9);
         words.push(&[w(" d", 700.0, 700.5)], 3, 600.0);
-        assert_eq!(words.words.len(), 2);
+        assert_eq!(words.words.len(), 1);
     }
 }
